@@ -1,0 +1,360 @@
+"""The public apps: ``NotebookApp`` (returns at once, futures) and ``GradioApp`` (the seed's, blocking)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from typing import Any
+
+from ._env import DeploymentEnv
+from ._exceptions import ValidationError
+from ._future import InferenceFuture, InferenceResult
+from ._outputs import new_request_id, request_folder
+from ._pool import PoolConfig, Request, WorkerInfo, WorkerPool
+from ._protocol import FactorySpec
+from ._validation import check_json, make_validator, pydantic_model_of
+
+__all__ = ["GradioApp", "NotebookApp", "WorkerInfo"]
+
+logger = logging.getLogger("cosmos_gradio_nb")
+
+# NotebookApps by name, so re-running a cell replaces the old app instead of piling up workers.
+_named_apps: dict[str, weakref.ref[NotebookApp]] = {}
+_named_lock = threading.Lock()
+
+
+def _factory_spec(
+    factory: Callable[[], Any] | str | None, module: str | None, function: str | None
+) -> tuple[FactorySpec, str]:
+    """Turn the user's way of naming the factory into what a worker needs, plus a label."""
+    if factory is not None and module is not None:
+        raise TypeError("give either factory=... or factory_module=..., not both")
+    if isinstance(factory, str):
+        module, sep, function = factory.partition(":")
+        if not sep or not module or not function:
+            raise ValueError(f"factory={factory!r}: use 'package.module:function'")
+        factory = None
+    if factory is not None:
+        if not callable(factory):
+            raise TypeError(f"factory must be callable, got {type(factory).__name__}")
+        import cloudpickle  # by value for notebook-defined (__main__) functions, by reference otherwise
+
+        label = f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', '?')}"
+        return {"pickled": cloudpickle.dumps(factory)}, label
+    if not module:
+        raise TypeError(
+            "no model factory: pass factory_module='my_pkg.my_model' (and factory_function), "
+            "or factory=create_worker"
+        )
+    function = function or "create_worker"
+    return {"module": module, "function": function}, f"{module}:{function}"
+
+
+class _BaseApp:
+    """What both apps share: settings, validation, the worker pool and the history."""
+
+    def __init__(
+        self,
+        validator: Any = None,
+        factory_module: str | None = None,
+        factory_function: str | None = "create_worker",
+        *,
+        factory: Callable[[], Any] | str | None = None,
+        name: str | None = None,
+        env: DeploymentEnv | None = None,
+        model_name: str | None = None,
+        num_gpus: int | None = None,
+        gpus_per_model: int | None = None,
+        output_dir: str | None = None,
+        uploads_dir: str | None = None,
+        log_file: str | None = None,
+        checkpoint_dir: str | None = None,
+        worker_timeout: float | None = None,
+        max_queue_size: int | None = None,
+        worker_env: dict[str, str] | None = None,
+        echo_logs: bool = False,
+        history_size: int = 1000,
+    ) -> None:
+        spec, label = _factory_spec(factory, factory_module, factory_function)
+        self.name = name or label
+        self.env = self._resolve_env(
+            env,
+            model_name=model_name,
+            num_gpus=num_gpus,
+            gpus_per_model=gpus_per_model,
+            output_dir=output_dir,
+            uploads_dir=uploads_dir,
+            log_file=log_file,
+            checkpoint_dir=checkpoint_dir,
+            worker_timeout=worker_timeout,
+        )
+        if max_queue_size is not None and max_queue_size < 1:
+            raise ValueError(f"max_queue_size must be at least 1 (got {max_queue_size})")
+        self.validator = validator
+        self._validate = make_validator(validator)
+        self._history: deque[InferenceFuture] = deque(maxlen=history_size)
+        self._pool = WorkerPool(
+            PoolConfig(
+                factory=spec,
+                env=self.env,
+                worker_env=dict(worker_env or {}),
+                max_queue_size=max_queue_size,
+                echo_logs=echo_logs,
+            )
+        )
+        # Closes the workers when the app is garbage-collected or the interpreter exits.
+        self._finalizer = weakref.finalize(self, self._pool.close)
+
+    @staticmethod
+    def _resolve_env(env: DeploymentEnv | None, **overrides: Any) -> DeploymentEnv:
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if env is None:
+            env = DeploymentEnv(**given)
+        elif given:
+            env = DeploymentEnv(**{**env.model_dump(exclude_none=True), **given})
+        # Absolute paths: workers, the UI and status.json must agree whatever the cwd.
+        return env.model_copy(
+            update={
+                "output_dir": env.output_dir.expanduser().resolve(),
+                "uploads_dir": env.uploads_dir.expanduser().resolve(),
+                "log_file": env.log_file.expanduser().resolve(),
+                "checkpoint_dir": env.checkpoint_dir.expanduser().resolve(),
+            }
+        )
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Validate ``params`` as ``submit`` would, without queueing anything.
+
+        ``output_dir`` is dropped (the app sets it per request). Raises
+        :class:`ValidationError` with a message naming the offending key.
+        """
+        if not isinstance(params, dict):
+            raise ValidationError(
+                f"parameters must be a JSON object (dict), got {type(params).__name__}"
+            )
+        cleaned = {k: v for k, v in params.items() if k != "output_dir"}
+        validated = dict(self._validate(cleaned))
+        validated.pop("output_dir", None)
+        check_json(validated)
+        return validated
+
+    @property
+    def default_request(self) -> dict[str, Any] | None:
+        """The validator's pydantic defaults as a request, or None."""
+        model = pydantic_model_of(self.validator)
+        if model is None:
+            return None
+        try:
+            defaults = dict(model().model_dump(mode="json"))
+        except Exception:  # required fields: no complete default
+            return None
+        defaults.pop("output_dir", None)
+        return defaults
+
+    @property
+    def params_schema(self) -> dict[str, Any] | None:
+        """The validator's JSON schema (field descriptions are the UI's help), or None."""
+        model = pydantic_model_of(self.validator)
+        return None if model is None else dict(model.model_json_schema())
+
+    # ------------------------------------------------------------------ requests
+    def _make_request(self, validated: dict[str, Any], timeout: float | None) -> InferenceFuture:
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds (got {timeout!r})")
+        request_id = new_request_id()
+        folder = str(request_folder(self.env.output_dir, request_id))
+        validated["output_dir"] = folder
+        request = Request(
+            id=request_id,
+            params=validated,
+            output_dir=folder,
+            timeout=self.env.worker_timeout if timeout is None else timeout,
+            pool=self._pool,
+        )
+        future = InferenceFuture(request)
+        request.future = future
+        return future
+
+    def submit(self, params: dict[str, Any], *, timeout: float | None = None) -> InferenceFuture:
+        """Validate and queue one request; return its future at once.
+
+        Parameters
+        ----------
+        params:
+            JSON-serializable parameters for the model's ``infer``.
+        timeout:
+            Seconds the request may run once started (default ``WORKER_TIMEOUT``);
+            past it the request fails with InferenceTimeoutError and its group restarts.
+
+        Raises
+        ------
+        ValidationError, QueueFullError, AppClosedError, WorkerStartupError
+        """
+        future = self._make_request(self.validate(params), timeout)
+        self._pool.submit(future._request)
+        self._history.append(future)
+        return future
+
+    def map(
+        self,
+        params_list: Iterable[dict[str, Any]],
+        *,
+        timeout: float | None = None,
+        progress: bool = True,
+    ) -> list[InferenceFuture]:
+        """Queue many requests, all validated before any is queued; one progress bar.
+
+        Raises
+        ------
+        ValidationError
+            Naming the index of the first bad item; nothing was queued.
+        """
+        validated = []
+        for index, params in enumerate(params_list):
+            try:
+                validated.append(self.validate(params))
+            except ValidationError as exc:
+                raise ValidationError(f"item {index}: {exc}", key=exc.key, index=index) from None
+        futures = [self._make_request(v, timeout) for v in validated]
+        if progress and futures:
+            _attach_bar(futures, f"{self.env.model_name}")
+        for future in futures:
+            self._pool.submit(future._request)
+            self._history.append(future)
+        return futures
+
+    # ------------------------------------------------------------------ state
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until the workers have loaded the model; raise WorkerStartupError if none could."""
+        self._pool.wait_ready(timeout)
+
+    @property
+    def ready(self) -> bool:
+        return self._pool.ready
+
+    @property
+    def closed(self) -> bool:
+        return self._pool._closing
+
+    @property
+    def queue_length(self) -> int:
+        return self._pool.queue_length
+
+    def workers(self) -> list[WorkerInfo]:
+        """One entry per worker process: group, rank, GPU, pid, state, current request."""
+        return self._pool.workers()
+
+    @property
+    def history(self) -> list[InferenceFuture]:
+        """Every request from this app (Python or UI), oldest first, the last ``history_size``."""
+        return list(self._history)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Fail pending requests with AppClosedError and stop every worker within ``timeout`` s."""
+        self._pool.close(timeout)
+
+    def __enter__(self) -> _BaseApp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        groups = {w.group for w in self.workers()}
+        state = "closed" if self.closed else "ready" if self.ready else "starting"
+        return (
+            f"<{type(self).__name__} {self.name!r} {state}, {len(groups)} group(s) of "
+            f"{self.env.group_size}, queue={self.queue_length}>"
+        )
+
+
+class NotebookApp(_BaseApp):
+    """The app for notebooks and scripts: returns at once, ``infer`` gives a future.
+
+    Creating a NotebookApp with the ``name`` of a live one (default: the factory)
+    closes the old one first, so re-running a cell never piles up workers.
+    Displaying the app in a notebook shows a live panel of its workers and jobs.
+    """
+
+    def __init__(
+        self,
+        validator: Any = None,
+        factory_module: str | None = None,
+        factory_function: str | None = "create_worker",
+        **kwargs: Any,
+    ) -> None:
+        spec_name = (
+            kwargs.get("name")
+            or _factory_spec(kwargs.get("factory"), factory_module, factory_function)[1]
+        )
+        with _named_lock:
+            ref = _named_apps.get(spec_name)
+            old = ref() if ref else None
+        if old is not None and not old.closed:
+            logger.info("closing the previous NotebookApp %r before starting a new one", spec_name)
+            old.close()
+        super().__init__(validator, factory_module, factory_function, **kwargs)
+        with _named_lock:
+            _named_apps[self.name] = weakref.ref(self)
+
+    def infer(self, params: dict[str, Any], *, timeout: float | None = None) -> InferenceFuture:
+        """Queue one request and return its :class:`InferenceFuture` at once."""
+        return self.submit(params, timeout=timeout)
+
+    def _ipython_display_(self) -> None:
+        from ._widgets import display_app_panel
+
+        display_app_panel(self)
+
+
+class GradioApp(_BaseApp):
+    """The seed's app: the constructor waits for the workers, ``infer`` blocks.
+
+    ``GradioApp(validator, factory_module, factory_function)`` keeps the seed's
+    signature; ``submit`` gives a future as on :class:`NotebookApp`.
+    """
+
+    def __init__(
+        self,
+        validator: Any = None,
+        factory_module: str | None = None,
+        factory_function: str | None = "create_worker",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(validator, factory_module, factory_function, **kwargs)
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.close()
+            raise
+
+    def infer(self, params: dict[str, Any], *, timeout: float | None = None) -> InferenceResult:
+        """Run one request and return its result (blocking)."""
+        result: InferenceResult = self.submit(params, timeout=timeout).result()
+        return result
+
+
+def _attach_bar(futures: list[InferenceFuture], label: str) -> None:
+    """One tqdm.auto bar over a batch, advanced by done-callbacks (no thread of its own)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return
+    bar = tqdm(total=len(futures), desc=label, unit="req")
+    lock = threading.Lock()
+    remaining = [len(futures)]
+
+    def advance(_: Future[Any]) -> None:
+        with lock:
+            bar.update(1)
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                bar.close()
+
+    for future in futures:
+        future.add_done_callback(advance)

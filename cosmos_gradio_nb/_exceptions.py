@@ -1,0 +1,141 @@
+"""The exceptions of cosmos_gradio_nb, all under one root.
+
+::
+
+    CosmosGradioError
+     ├── ValidationError          (also ValueError)   bad parameters, raised in the caller
+     ├── InferenceError                               ``infer`` raised; the worker stays up
+     ├── WorkerCrashedError                           a worker process died mid-request
+     ├── InferenceTimeoutError    (also TimeoutError) a request ran past its timeout
+     ├── WorkerStartupError                           the factory failed or a worker died starting
+     ├── QueueFullError                               ``max_queue_size`` reached
+     └── AppClosedError                               the app was closed
+
+Every exception pickles with its attributes, so it survives a trip through
+``multiprocessing``, ``gradio_client`` or a notebook's ``pickle``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AppClosedError",
+    "CosmosGradioError",
+    "InferenceError",
+    "InferenceTimeoutError",
+    "QueueFullError",
+    "ValidationError",
+    "WorkerCrashedError",
+    "WorkerStartupError",
+]
+
+
+class CosmosGradioError(Exception):
+    """Root of every error raised by cosmos_gradio_nb.
+
+    Parameters
+    ----------
+    message:
+        What happened and, where it can, what to do about it.
+    **details:
+        Extra attributes (``request_id``, ``rank``...) kept on the instance.
+    """
+
+    def __init__(self, message: str = "", **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        for key, value in details.items():
+            setattr(self, key, value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exceptions pickle as ``cls(*args)``; keyword details would be lost without this.
+        return (self.__class__, (self.message,), self.__dict__.copy())
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ValidationError(CosmosGradioError, ValueError):
+    """The request's parameters were rejected before they were queued.
+
+    Attributes
+    ----------
+    key:
+        The offending key as a dotted path (``"motion.zoom"``), when one is known.
+    """
+
+    key: str | None = None
+
+
+class InferenceError(CosmosGradioError):
+    """The model's ``infer`` raised. The worker stays up and serves the next request.
+
+    Attributes
+    ----------
+    request_id, rank:
+        Which request, and which rank of its group, failed.
+    error_type:
+        The remote exception's class name.
+    remote_traceback:
+        The worker's formatted traceback text.
+    """
+
+    request_id: str | None = None
+    rank: int | None = None
+    error_type: str = ""
+    remote_traceback: str = ""
+
+
+class WorkerCrashedError(CosmosGradioError):
+    """A worker process died while running the request; its group is restarted.
+
+    Attributes
+    ----------
+    request_id, group, rank:
+        Which request, group and rank.
+    exitcode:
+        The process's exit code, negative for a signal (``-9`` is SIGKILL).
+    signal_name:
+        ``"SIGKILL"``, ``"SIGSEGV"``... or ``None`` for a plain exit.
+    last_log_lines:
+        The last lines that rank printed, the best clue to why it died.
+    """
+
+    request_id: str | None = None
+    group: int | None = None
+    rank: int | None = None
+    exitcode: int | None = None
+    signal_name: str | None = None
+    last_log_lines: list[str] = []
+
+
+class InferenceTimeoutError(CosmosGradioError, TimeoutError):
+    """The request ran longer than its timeout; its group was restarted."""
+
+    request_id: str | None = None
+    timeout: float | None = None
+
+
+class WorkerStartupError(CosmosGradioError):
+    """The model factory failed (or a worker died) while starting.
+
+    Attributes
+    ----------
+    group, rank:
+        Where it failed.
+    remote_traceback:
+        The factory's traceback, or the last log lines when the process died.
+    """
+
+    group: int | None = None
+    rank: int | None = None
+    remote_traceback: str = ""
+
+
+class QueueFullError(CosmosGradioError):
+    """``max_queue_size`` requests are already waiting; try again later."""
+
+
+class AppClosedError(CosmosGradioError):
+    """The app was closed: new requests are refused and pending ones fail with this."""

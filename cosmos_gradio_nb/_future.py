@@ -1,0 +1,203 @@
+"""The caller's side of a request: ``InferenceFuture`` and ``InferenceResult``."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable
+from concurrent.futures._base import (
+    CANCELLED,
+    CANCELLED_AND_NOTIFIED,
+    PENDING,
+    RUNNING,
+)
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from ._pool import Request
+
+__all__ = ["InferenceFuture", "InferenceResult", "RequestState"]
+
+RequestState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+@dataclass
+class InferenceResult:
+    """What one finished request produced.
+
+    Attributes
+    ----------
+    request_id:
+        The request's unique id (also the suffix of its folder name).
+    output_dir:
+        The request's own folder under ``OUTPUT_DIR``.
+    files:
+        Every output file: those ``infer`` named and those found in ``output_dir``.
+    videos, images:
+        The subsets of ``files`` that are videos and images, in that order.
+    status:
+        The request's ``status.json`` as a dict (params, timestamps, files, ``infer``'s return).
+    log:
+        Lines the group's workers printed while running this request, rank-prefixed.
+    duration:
+        Seconds from start to finish on the worker group.
+    """
+
+    request_id: str
+    output_dir: Path
+    files: list[Path] = field(default_factory=list)
+    videos: list[Path] = field(default_factory=list)
+    images: list[Path] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+    duration: float = 0.0
+
+    def _repr_html_(self) -> str:
+        # Rich display in notebooks: video players and images inline.
+        from ._display import result_html
+
+        return result_html(self)
+
+
+class InferenceFuture(concurrent.futures.Future):  # type: ignore[type-arg]
+    """A ``concurrent.futures.Future`` for one request, with queue and progress state.
+
+    It works with ``concurrent.futures.wait``, ``as_completed``,
+    ``asyncio.wrap_future`` and ``add_done_callback``. ``result()`` returns an
+    :class:`InferenceResult` or raises a :class:`CosmosGradioError` subclass.
+
+    ``cancel()`` keeps its standard meaning: it removes a queued request and
+    returns True, and returns False once the request runs. ``terminate()``
+    also stops a running request, by restarting only its worker group.
+    """
+
+    def __init__(self, request: Request) -> None:
+        super().__init__()
+        self._request = request
+        self.progress: float | None = None
+        """Fraction done (0..1) as reported by the model, or None before any report."""
+        self.progress_message: str = ""
+        """The model's last progress message (a tqdm bar's description, say)."""
+        self._progress_callbacks: list[Callable[[InferenceFuture], None]] = []
+
+    # -- identity and state -------------------------------------------------------------
+    @property
+    def request_id(self) -> str:
+        return self._request.id
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The validated parameters sent to the workers (``output_dir`` included)."""
+        return self._request.params
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self._request.output_dir)
+
+    @property
+    def state(self) -> RequestState:
+        """One of ``queued``, ``running``, ``succeeded``, ``failed``, ``cancelled``."""
+        with self._condition:
+            st = self._state
+            if st == PENDING:
+                return "queued"
+            if st == RUNNING:
+                return "running"
+            if st in (CANCELLED, CANCELLED_AND_NOTIFIED):
+                return "cancelled"
+            return "failed" if self._exception is not None else "succeeded"
+
+    @property
+    def queue_position(self) -> int | None:
+        """0 for the next request to run, 1 for the one after... None unless queued."""
+        if self.state != "queued":
+            return None
+        return self._request.pool.queue_position(self._request)
+
+    @property
+    def log(self) -> list[str]:
+        """Worker lines printed so far while this request ran."""
+        return list(self._request.log)
+
+    # -- control ------------------------------------------------------------------------
+    def cancel(self) -> bool:
+        """Remove the request from the queue; False if it already runs or ran."""
+        if not super().cancel():
+            return False
+        # Tell wait()/as_completed() now rather than when the pool would have reached it.
+        with self._condition:
+            if self._state == CANCELLED:
+                self._state = CANCELLED_AND_NOTIFIED
+                for waiter in self._waiters:
+                    waiter.add_cancelled(self)
+        self._request.pool.forget(self._request)
+        return True
+
+    def terminate(self) -> bool:
+        """Stop the request whether queued or running; True if it was stopped.
+
+        A running request is stopped by killing and restarting its worker group
+        (other groups keep serving); the future then reads as cancelled.
+        """
+        if self.cancel():
+            return True
+        if self.done():
+            return False
+        return self._request.pool.terminate(self._request)
+
+    def add_progress_callback(self, fn: Callable[[InferenceFuture], None]) -> None:
+        """Call ``fn(future)`` on every progress report (from the pool's thread: be quick)."""
+        self._progress_callbacks.append(fn)
+
+    # -- used by the pool ---------------------------------------------------------------
+    def _start(self) -> bool:
+        """Mark running; False if the caller cancelled it first."""
+        with self._condition:
+            if self._state != PENDING:
+                return False
+            self._state = RUNNING
+            return True
+
+    def _unstart(self) -> None:
+        """Back to queued: the request was never delivered to a worker."""
+        with self._condition:
+            if self._state == RUNNING:
+                self._state = PENDING
+
+    def _set_progress(self, fraction: float | None, message: str) -> None:
+        self.progress = fraction
+        self.progress_message = message
+        for fn in self._progress_callbacks:
+            try:
+                fn(self)
+            except Exception:  # a display callback must never break dispatch
+                pass
+
+    def _force_cancel(self) -> None:
+        """Cancel a running future (after terminate): wake result(), wait() and callbacks."""
+        with self._condition:
+            if self._state != RUNNING:
+                return
+            self._state = PENDING
+        self.cancel()
+
+    def __repr__(self) -> str:
+        extra = ""
+        state = self.state
+        if state == "queued":
+            extra = f" position={self.queue_position}"
+        elif state == "running" and self.progress is not None:
+            extra = f" progress={self.progress:.0%}"
+        return f"<InferenceFuture {self.request_id} {state}{extra}>"
+
+    def _repr_html_(self) -> str:
+        from ._display import future_html
+
+        return future_html(self)
+
+    def _ipython_display_(self) -> None:
+        # A live progress bar while it runs, then the result's rich display.
+        from ._widgets import display_future
+
+        display_future(self)

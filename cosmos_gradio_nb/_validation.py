@@ -1,0 +1,190 @@
+"""Parameter validation in the caller's process, before anything is queued.
+
+The seed's advice holds: users edit JSON by hand, so most bad requests should
+be caught here, with a message that names the key, rather than after a round
+trip through a GPU worker.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from ._exceptions import ValidationError
+
+__all__ = ["Validator", "check_asset_path", "make_validator", "pydantic_model_of"]
+
+Validator = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def pydantic_model_of(validator: Any) -> Any | None:
+    """The pydantic model class behind ``validator``, or None.
+
+    Accepts the class itself or an object with a ``model`` attribute holding one.
+    """
+    try:
+        import pydantic
+    except ImportError:  # pragma: no cover - pydantic is a dependency
+        return None
+    for candidate in (validator, getattr(validator, "model", None)):
+        if isinstance(candidate, type) and issubclass(candidate, pydantic.BaseModel):
+            return candidate
+    return None
+
+
+def _pydantic_message(exc: Any) -> tuple[str, str | None]:
+    parts = []
+    first_key = None
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        first_key = first_key or key or None
+        parts.append(f"{key or '(root)'}: {err['msg']}")
+    return "; ".join(parts), first_key
+
+
+def make_validator(validator: Any | None) -> Validator:
+    """Wrap a callable or a pydantic model class into ``dict -> dict`` raising ValidationError.
+
+    Parameters
+    ----------
+    validator:
+        None (params pass through), a callable ``dict -> dict`` that raises on bad
+        input, or a pydantic ``BaseModel`` subclass (validated, then dumped in JSON mode).
+    """
+    model = pydantic_model_of(validator)
+    if model is not None:
+        import pydantic
+
+        def validate_model(params: dict[str, Any]) -> dict[str, Any]:
+            try:
+                return dict(model.model_validate(params).model_dump(mode="json"))
+            except pydantic.ValidationError as exc:
+                msg, key = _pydantic_message(exc)
+                raise ValidationError(f"invalid parameters: {msg}", key=key) from None
+
+        return validate_model
+
+    if validator is None:
+        return lambda params: params
+    if not callable(validator):
+        raise TypeError(
+            f"validator must be a callable or a pydantic model class, got {type(validator).__name__}"
+        )
+    fn: Callable[[dict[str, Any]], Any] = validator
+
+    def validate_callable(params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            out = fn(params)
+        except ValidationError:
+            raise
+        except Exception as exc:
+            raise ValidationError(f"invalid parameters: {exc}") from exc
+        if out is None:  # a validator that checks in place and returns nothing
+            out = params
+        if not isinstance(out, dict):
+            raise ValidationError(
+                f"the validator returned {type(out).__name__}, expected a dict of parameters"
+            )
+        return out
+
+    return validate_callable
+
+
+def check_json(params: Any) -> None:
+    """Raise ValidationError naming the first key whose value JSON cannot encode."""
+    if not isinstance(params, dict):
+        raise ValidationError(
+            f"parameters must be a JSON object (dict), got {type(params).__name__}"
+        )
+    bad = _find_unserializable(params, "")
+    if bad is not None:
+        path, value = bad
+        raise ValidationError(
+            f"parameter {path!r} is not JSON-serializable ({type(value).__name__}: {value!r:.80}); "
+            "use numbers, strings, booleans, lists and dicts",
+            key=path,
+        )
+
+
+def _find_unserializable(value: Any, path: str) -> tuple[str, Any] | None:
+    if value is None or isinstance(value, (str, bool, int)):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path or "(root)", value)
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = _find_unserializable(item, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return (f"{path}.{key!r}" if path else repr(key), key)
+            found = _find_unserializable(item, f"{path}.{key}" if path else key)
+            if found:
+                return found
+        return None
+    return (path or "(root)", value)
+
+
+def dumps(params: dict[str, Any]) -> str:
+    """Strict JSON (no NaN), the form stored in status.json."""
+    return json.dumps(params, allow_nan=False)
+
+
+def allowed_asset_dirs(extra: Iterable[str | Path] = ()) -> list[Path]:
+    """UPLOADS_DIR, OUTPUT_DIR, every folder in ``ASSET_DIRS`` (os.pathsep-separated), and ``extra``."""
+    from ._env import DeploymentEnv
+
+    env = DeploymentEnv()
+    dirs: list[str | Path] = [env.uploads_dir, env.output_dir]
+    dirs += [d for d in os.environ.get("ASSET_DIRS", "").split(os.pathsep) if d]
+    dirs += list(extra)
+    return [Path(d).expanduser().resolve() for d in dirs]
+
+
+def check_asset_path(path: str | Path, allowed_dirs: Iterable[str | Path] | None = None) -> Path:
+    """Resolve an asset path from request parameters and refuse one outside the allowed folders.
+
+    Use it in validators so a request cannot make the model read (and echo back)
+    an arbitrary file of the server's. Relative paths are taken from the
+    working directory, symbolic links are followed.
+
+    Parameters
+    ----------
+    path:
+        The path as the user wrote it.
+    allowed_dirs:
+        Folders the path may lie in; default :func:`allowed_asset_dirs` (UPLOADS_DIR,
+        OUTPUT_DIR, ``ASSET_DIRS``).
+
+    Returns
+    -------
+    Path
+        The resolved absolute path, which exists.
+
+    Raises
+    ------
+    ValueError
+        The path lies outside every allowed folder, or does not exist.
+    """
+    dirs = (
+        allowed_asset_dirs()
+        if allowed_dirs is None
+        else [Path(d).expanduser().resolve() for d in allowed_dirs]
+    )
+    resolved = Path(path).expanduser().resolve()
+    if not any(resolved == d or resolved.is_relative_to(d) for d in dirs):
+        listed = ", ".join(str(d) for d in dirs)
+        raise ValueError(
+            f"asset path {str(path)!r} is outside the allowed folders ({listed}); "
+            "upload the file first or add its folder to ASSET_DIRS"
+        )
+    if not resolved.is_file():
+        raise ValueError(f"asset path {str(path)!r} does not exist (resolved to {resolved})")
+    return resolved

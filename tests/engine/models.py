@@ -1,0 +1,112 @@
+"""Test models for the engine: each one a real factory the workers import.
+
+Behaviour is picked by request parameters, so one worker serves every fault:
+``{"op": "echo"}``, ``"raise"``, ``"crash"`` (SIGKILL itself), ``"exit"`` (os._exit),
+``"segfault"``, ``"hang"``, ``"sleep"``, ``"progress"``, ``"tqdm"``, ``"print"``, ``"write"``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from cosmos_gradio_nb import report_progress
+
+
+class FaultModel:
+    def __init__(self) -> None:
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.pid = os.getpid()
+        self.calls = 0
+        print(f"fault model ready on rank {self.rank}", flush=True)
+
+    def infer(self, args: dict[str, Any]) -> dict[str, Any] | None:
+        self.calls += 1
+        op = args.get("op", "echo")
+        only_rank = args.get("only_rank")
+        active = only_rank is None or only_rank == self.rank
+        if op == "echo":
+            return {
+                "echo": args.get("value"),
+                "pid": self.pid,
+                "calls": self.calls,
+                "rank": self.rank,
+                "env": {
+                    k: os.environ.get(k)
+                    for k in (
+                        "RANK",
+                        "LOCAL_RANK",
+                        "WORLD_SIZE",
+                        "LOCAL_WORLD_SIZE",
+                        "MASTER_ADDR",
+                        "MASTER_PORT",
+                        "CUDA_VISIBLE_DEVICES",
+                        "MODEL_NAME",
+                    )
+                },
+            }
+        if op == "raise" and active:
+            raise RuntimeError(f"boom: {args.get('value')}")
+        if op == "crash" and active:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if op == "exit" and active:
+            os._exit(int(args.get("code", 3)))
+        if op == "segfault" and active:
+            ctypes.string_at(0)
+        if op == "hang" and active:
+            while True:
+                time.sleep(0.05)
+        if op == "sleep":
+            time.sleep(float(args.get("seconds", 0.1)))
+            return {"slept": args.get("seconds")}
+        if op == "progress":
+            steps = int(args.get("steps", 5))
+            for i in range(steps):
+                report_progress((i + 1) / steps, f"step {i + 1}/{steps}")
+                time.sleep(float(args.get("step_seconds", 0.06)))
+            return {"steps": steps}
+        if op == "tqdm":
+            from tqdm import tqdm
+
+            for _ in tqdm(range(int(args.get("steps", 4))), desc="denoise", mininterval=0):
+                time.sleep(0.06)
+            return {}
+        if op == "print":
+            for i in range(int(args.get("lines", 3))):
+                print(f"line {i} of request {args.get('value')}")
+            print("to stderr", file=sys.stderr)
+            return {}
+        if op == "write":
+            out = Path(args["output_dir"])
+            (out / "clip.mp4").write_bytes(b"\x00fake")
+            (out / "frame.png").write_bytes(b"\x89PNG")
+            (out / "notes.txt").write_text("hi")
+            extra = out.parent / f"named-{out.name}.webm"
+            extra.write_bytes(b"x")
+            return {"videos": [str(extra)], "answer": 42}
+        return None
+
+
+def create_worker() -> FaultModel:
+    return FaultModel()
+
+
+def broken_factory() -> FaultModel:
+    raise ValueError("checkpoint not found: /nowhere/model.pt")
+
+
+def dying_factory() -> FaultModel:
+    os._exit(7)
+
+
+class NoInfer:
+    pass
+
+
+def no_infer_factory() -> NoInfer:
+    return NoInfer()
