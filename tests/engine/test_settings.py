@@ -1,0 +1,152 @@
+"""DeploymentEnv, validation, exceptions and the public namespace."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pydantic
+import pytest
+
+import cosmos_gradio_nb as cg
+from cosmos_gradio_nb._validation import check_json, make_validator
+
+
+def test_public_names_are_pinned() -> None:
+    assert cg.__all__ == [
+        "AppClosedError",
+        "CosmosGradioError",
+        "DeploymentEnv",
+        "GradioApp",
+        "InferenceError",
+        "InferenceFuture",
+        "InferenceResult",
+        "InferenceTimeoutError",
+        "NotebookApp",
+        "QueueFullError",
+        "ValidationError",
+        "WorkerCrashedError",
+        "WorkerInfo",
+        "WorkerStartupError",
+        "check_asset_path",
+        "create_gradio_UI",
+        "create_widget_UI",
+        "report_progress",
+    ]
+    for name in cg.__all__:
+        assert getattr(cg, name) is not None
+
+
+def test_import_is_light() -> None:
+    code = (
+        "import sys, cosmos_gradio_nb; "
+        "heavy = [m for m in ('gradio', 'torch', 'ipywidgets', 'pydantic') if m in sys.modules]; "
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_env_defaults_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("NUM_GPUS", "GPUS_PER_MODEL", "OUTPUT_DIR", "WORKER_TIMEOUT"):
+        monkeypatch.delenv(var, raising=False)
+    env = cg.DeploymentEnv()
+    assert env.num_gpus == 1 and env.group_size == 1 and env.num_groups == 1
+    assert env.worker_timeout == 3600
+    monkeypatch.setenv("NUM_GPUS", "4")
+    monkeypatch.setenv("OUTPUT_DIR", "/data/out")
+    env = cg.DeploymentEnv()
+    assert env.num_gpus == 4 and env.group_size == 4 and env.num_groups == 1  # seed: one model
+    assert env.output_dir == Path("/data/out")
+    env = cg.DeploymentEnv(gpus_per_model=1)
+    assert env.num_groups == 4
+
+
+@pytest.mark.parametrize(
+    ("variables", "fragment"),
+    [
+        ({"NUM_GPUS": "0"}, "NUM_GPUS"),
+        ({"NUM_GPUS": "two"}, "NUM_GPUS"),
+        ({"NUM_GPUS": "4", "GPUS_PER_MODEL": "3"}, "not a multiple of GPUS_PER_MODEL"),
+        ({"WORKER_TIMEOUT": "-1"}, "WORKER_TIMEOUT"),
+    ],
+)
+def test_env_bad_values_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], fragment: str
+) -> None:
+    for key, value in variables.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(cg.ValidationError, match=fragment):
+        cg.DeploymentEnv()
+
+
+def test_exception_tree_and_pickling() -> None:
+    errors = [
+        cg.ValidationError("bad", key="seed"),
+        cg.InferenceError("x", request_id="r", rank=1, remote_traceback="tb"),
+        cg.WorkerCrashedError(
+            "died", rank=0, exitcode=-9, signal_name="SIGKILL", last_log_lines=["a"]
+        ),
+        cg.InferenceTimeoutError("slow", timeout=1.0),
+        cg.WorkerStartupError("nope", remote_traceback="tb"),
+        cg.QueueFullError("full"),
+        cg.AppClosedError("closed"),
+    ]
+    for err in errors:
+        assert isinstance(err, cg.CosmosGradioError)
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is type(err) and str(back) == str(err) and back.__dict__ == err.__dict__
+    assert isinstance(errors[0], ValueError) and isinstance(errors[3], TimeoutError)
+
+
+def test_callable_and_pydantic_validators() -> None:
+    def check(params: dict) -> dict:
+        if params.get("seed", 0) < 0:
+            raise ValueError("seed must be >= 0")
+        return {**params, "checked": True}
+
+    validate = make_validator(check)
+    assert validate({"seed": 1}) == {"seed": 1, "checked": True}
+    with pytest.raises(cg.ValidationError, match="seed must be >= 0"):
+        validate({"seed": -1})
+
+    class Params(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(extra="forbid")
+        prompt: str
+        steps: int = pydantic.Field(10, ge=1)
+
+    validate = make_validator(Params)
+    assert validate({"prompt": "cat"}) == {"prompt": "cat", "steps": 10}
+    with pytest.raises(cg.ValidationError, match="steps") as info:
+        validate({"prompt": "cat", "steps": 0})
+    assert info.value.key == "steps"
+    with pytest.raises(cg.ValidationError, match="stepz"):
+        validate({"prompt": "cat", "stepz": 3})
+
+
+def test_non_json_params_name_the_key() -> None:
+    with pytest.raises(cg.ValidationError, match=r"'motion.path\[1\]' is not JSON") as info:
+        check_json({"motion": {"path": [1, object()]}})
+    assert info.value.key == "motion.path[1]"
+    with pytest.raises(cg.ValidationError, match="'scale'"):
+        check_json({"scale": float("nan")})
+
+
+def test_check_asset_path(tmp_path: Path) -> None:
+    allowed = tmp_path / "uploads"
+    allowed.mkdir()
+    inside = allowed / "a.png"
+    inside.write_bytes(b"x")
+    assert cg.check_asset_path(str(inside), [allowed]) == inside.resolve()
+    with pytest.raises(ValueError, match="outside the allowed folders"):
+        cg.check_asset_path(str(allowed / ".." / "secret.txt"), [allowed])
+    with pytest.raises(ValueError, match="outside the allowed folders"):
+        cg.check_asset_path("/etc/passwd", [allowed])
+    with pytest.raises(ValueError, match="does not exist"):
+        cg.check_asset_path(str(allowed / "missing.png"), [allowed])
+    link = allowed / "link.png"
+    link.symlink_to("/etc/hostname")
+    with pytest.raises(ValueError, match="outside"):
+        cg.check_asset_path(str(link), [allowed])
