@@ -108,8 +108,14 @@ def write_status(output_dir: str, status: dict[str, Any]) -> None:
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, STATUS_FILE)
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(status, fh, indent=1, default=str)
+    # Compact JSON through the C encoder and one write: this runs once per request
+    # on the path back to the caller.
+    data = json.dumps(status, default=str).encode()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
 
 

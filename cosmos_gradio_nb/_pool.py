@@ -25,6 +25,7 @@ import collections
 import contextlib
 import logging
 import os
+import selectors
 import signal
 import socket
 import subprocess
@@ -34,7 +35,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import InvalidStateError
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -60,6 +61,7 @@ TAIL_LINES = 40  # lines kept per rank for crash reports
 MAX_REQUEST_LOG = 10_000  # lines kept per request
 PEER_GRACE = 10.0  # seconds the other ranks get to finish after one rank failed
 MAX_START_FAILURES = 5  # consecutive failed (re)starts before a group is given up
+MAX_SLEEP = 1.0  # the dispatcher re-plans its timers at least this often (seconds)
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 
 
@@ -175,6 +177,10 @@ class WorkerPool:
         self._startup_error: WorkerStartupError | None = None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
+        # One epoll set for the pool's life; only the dispatcher thread changes it.
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake_r, selectors.EVENT_READ, ("wake", None, None))
+        self._sleep_until = float("inf")  # when the dispatcher's current wait ends
         gpus = self._gpu_list(env.num_gpus)
         size = env.group_size
         self._groups = [
@@ -442,6 +448,11 @@ class WorkerPool:
             rank.pidfd = None  # fall back on the control socket's EOF
         rank.ready = False
         rank.partial = b""
+        # Each registration remembers its process: events for a rank that was
+        # respawned meanwhile are recognised as stale.
+        for fd, kind in ((rank.conn.fileno(), "conn"), (rank.out_fd, "out"), (rank.pidfd, "pid")):
+            if fd is not None:
+                self._selector.register(fd, selectors.EVENT_READ, (kind, rank, proc))
         rank.conn.send(
             {
                 "type": "init",
@@ -490,7 +501,7 @@ class WorkerPool:
                 self._pending.appendleft(request)
                 self._kill_group_locked(group, restart_delay=0.0)
                 return
-            if request.deadline is not None:
+            if request.deadline is not None and request.deadline < self._sleep_until:
                 self._wake()  # the dispatcher's wait must now end by this deadline
 
     def _complete_locked(self, group: _Group) -> None:
@@ -656,29 +667,18 @@ class WorkerPool:
             with self._lock:
                 if self._closing and not any(r.alive for g in self._groups for r in g.ranks):
                     return
-                # Each handle remembers the process it belonged to: a rank respawned
-                # while handling this batch must not be mistaken for the old one.
-                handles: dict[Any, tuple[str, _Rank | None, Any]] = {
-                    self._wake_r: ("wake", None, None)
-                }
-                for g in self._groups:
-                    for rank in g.ranks:
-                        if rank.conn is not None:
-                            handles[rank.conn] = ("conn", rank, rank.proc)
-                        if rank.out_fd is not None:
-                            handles[rank.out_fd] = ("out", rank, rank.proc)
-                        if rank.pidfd is not None:
-                            handles[rank.pidfd] = ("pid", rank, rank.proc)
                 timeout = self._next_timeout_locked()
-            ready = wait(list(handles), timeout)
+                self._sleep_until = time.monotonic() + timeout
+            events = self._selector.select(timeout)
             with self._lock:
-                for handle in ready:
-                    kind, owner, proc = handles[handle]
+                self._sleep_until = 0.0  # awake: submitters need not wake us
+                for key, _ in events:
+                    kind, owner, proc = key.data
                     if kind == "wake":
                         with contextlib.suppress(BlockingIOError):
                             os.read(self._wake_r, 4096)
                     elif owner is None or owner.proc is not proc or proc is None:
-                        continue
+                        continue  # the rank was released or respawned in this batch
                     elif kind == "out":
                         self._drain_output(owner)
                     elif kind == "conn":
@@ -688,7 +688,7 @@ class WorkerPool:
                 self._check_timers_locked()
             self._run_completions()
 
-    def _next_timeout_locked(self) -> float | None:
+    def _next_timeout_locked(self) -> float:
         now = time.monotonic()
         deadlines = []
         for g in self._groups:
@@ -701,8 +701,10 @@ class WorkerPool:
         if self._closing:
             deadlines.append(self._close_deadline)
             deadlines.append(now + 0.05)  # poll for exits of processes without a pidfd
-        if not deadlines:
-            return None
+        # Waking at least once a second lets a submit with a far deadline (the
+        # default WORKER_TIMEOUT is an hour) skip waking us: one syscall and one
+        # thread switch less on every request.
+        deadlines.append(now + MAX_SLEEP)
         return max(0.0, min(deadlines) - now)
 
     def _read_conn(self, rank: _Rank) -> None:
@@ -727,6 +729,7 @@ class WorkerPool:
             except OSError:
                 chunk = b""
             if not chunk:  # EOF: the process closed its output (or died)
+                self._unregister(rank.out_fd)
                 os.close(rank.out_fd)
                 rank.out_fd = None
                 break
@@ -815,13 +818,19 @@ class WorkerPool:
             self._log_app(f"restarting group {group.index}")
             self._spawn_group_locked(group)
 
+    def _unregister(self, fd: int) -> None:
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self._selector.unregister(fd)
+
     def _release_rank(self, rank: _Rank) -> None:
         for fd in (rank.out_fd, rank.pidfd):
             if fd is not None:
+                self._unregister(fd)
                 with contextlib.suppress(OSError):
                     os.close(fd)
         if rank.conn is not None:
             with contextlib.suppress(OSError):
+                self._unregister(rank.conn.fileno())
                 rank.conn.close()
         rank.out_fd = rank.pidfd = None
         rank.conn = None
@@ -881,6 +890,7 @@ class WorkerPool:
                         self._drain_output(rank)
                         self._release_rank(rank)
                     g.state = "stopped"
+            self._selector.close()
             for fd in (self._wake_r, self._wake_w):
                 with contextlib.suppress(OSError):
                     os.close(fd)

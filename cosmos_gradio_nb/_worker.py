@@ -91,7 +91,12 @@ def run_request(
     request_id = msg["id"]
     status: dict[str, Any] | None = None
     if lead:
-        os.makedirs(msg["output_dir"], exist_ok=True)
+        try:
+            os.mkdir(msg["output_dir"])
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            os.makedirs(msg["output_dir"], exist_ok=True)
         status = base_status(
             request_id=request_id,
             model_name=model_name,

@@ -1,0 +1,196 @@
+"""Engine benchmarks: dispatch overhead, throughput, start-up and crash detection.
+
+Run: ``python benchmarks/bench_engine.py [--quick]``. Prints the figures, then one
+JSON line (prefixed ``BENCH_ENGINE``) with the same numbers for tracking.
+
+Goals (from the engine issue):
+1. dispatch p50 within 3x of a bare ``multiprocessing.Pipe`` JSON echo;
+2. 10,000 queued no-op requests, every result checked, parent memory growth < 20 MB;
+3. start-up overhead beyond the model's initializer, for 2 workers, < 2 s;
+4. SIGKILL of a busy worker to the failed future < 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import multiprocessing as mp
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cosmos_gradio_nb import NotebookApp, WorkerCrashedError  # noqa: E402
+
+
+class NoOp:
+    """Returns at once: everything measured is the engine's own cost."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+
+    def infer(self, args: dict[str, Any]) -> dict[str, Any]:
+        if args.get("hang"):
+            time.sleep(3600)
+        return {"i": args.get("i")}
+
+
+def create_noop() -> NoOp:  # defined in __main__: shipped to the workers with cloudpickle
+    return NoOp()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _echo(conn: Any) -> None:
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except EOFError:
+            return
+        conn.send_bytes(json.dumps(json.loads(data)).encode())
+
+
+def bare_pipe_round_trip(n: int) -> list[float]:
+    """The floor: a JSON dict through a Pipe to a spawned process and back."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_echo, args=(child,), daemon=True)
+    proc.start()
+    payload = {"prompt": "a red car", "seed": 1, "i": 0}
+    times = []
+    for i in range(n + 50):
+        payload["i"] = i
+        t0 = time.perf_counter()
+        parent.send_bytes(json.dumps(payload).encode())
+        json.loads(parent.recv_bytes())
+        if i >= 50:
+            times.append(time.perf_counter() - t0)
+    parent.close()
+    proc.join(5)
+    return times
+
+
+def rss_mb() -> float:
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
+    args = parser.parse_args()
+    n_seq = 200 if args.quick else 2000
+    n_burst = 1000 if args.quick else 10_000
+    n_crash = 3 if args.quick else 10
+    out: dict[str, Any] = {}
+    tmp = Path(tempfile.mkdtemp(prefix="cosmos-bench-"))
+    os.environ["OUTPUT_DIR"] = str(tmp / "outputs")
+    os.environ["LOG_FILE"] = str(tmp / "bench.log")
+
+    # 3. start-up overhead (first, on a cold pool)
+    t0 = time.perf_counter()
+    app = NotebookApp(factory=create_noop, num_gpus=2, gpus_per_model=1, name="bench")
+    app.wait_ready(60)
+    startup = time.perf_counter() - t0
+    out["startup_s_2_workers"] = round(startup, 3)
+    print(f"start-up, 2 workers, no-op model: {startup * 1000:.0f} ms to ready (goal < 2000 ms)")
+
+    # 1. dispatch overhead, sequential
+    bare = bare_pipe_round_trip(n_seq)
+    params = {"prompt": "a red car", "seed": 1}
+    for i in range(50):  # warm-up
+        app.infer({**params, "i": i}).result()
+    times = []
+    for i in range(n_seq):
+        t = time.perf_counter()
+        res = app.infer({**params, "i": i}).result()
+        times.append(time.perf_counter() - t)
+        assert res.status["i"] == i
+    p50, p99 = percentile(times, 0.5), percentile(times, 0.99)
+    b50, b99 = percentile(bare, 0.5), percentile(bare, 0.99)
+    out.update(
+        dispatch_p50_us=round(p50 * 1e6, 1),
+        dispatch_p99_us=round(p99 * 1e6, 1),
+        bare_pipe_p50_us=round(b50 * 1e6, 1),
+        bare_pipe_p99_us=round(b99 * 1e6, 1),
+        dispatch_ratio_p50=round(p50 / b50, 2),
+    )
+    print(
+        f"dispatch round trip over {n_seq} sequential requests: p50 {p50 * 1e6:.0f} us, "
+        f"p99 {p99 * 1e6:.0f} us; bare Pipe JSON echo p50 {b50 * 1e6:.0f} us, p99 {b99 * 1e6:.0f} us; "
+        f"ratio p50 {p50 / b50:.2f}x (goal < 3x)"
+    )
+
+    # 2. throughput and memory
+    gc.collect()
+    before = rss_mb()
+    t = time.perf_counter()
+    futures = [app.infer({"i": i}) for i in range(n_burst)]
+    submitted = time.perf_counter() - t
+    results = [f.result(300) for f in futures]
+    elapsed = time.perf_counter() - t
+    assert [r.status["i"] for r in results] == list(range(n_burst)), "a result went astray"
+    assert all(r.status["state"] == "succeeded" for r in results)
+    peak = rss_mb()
+    del futures, results
+    app._history.clear()  # the bounded history keeps the last 1000 futures: let them go too
+    gc.collect()
+    after = rss_mb()
+    out.update(
+        burst_requests=n_burst,
+        burst_req_per_s=round(n_burst / elapsed, 1),
+        burst_submit_s=round(submitted, 3),
+        rss_growth_mb=round(after - before, 1),
+        rss_peak_growth_mb=round(peak - before, 1),
+    )
+    print(
+        f"throughput: {n_burst} requests submitted at once to 2 replicas: {n_burst / elapsed:.0f} req/s "
+        f"(submitting took {submitted:.2f} s); every result checked"
+    )
+    print(
+        f"parent memory: +{after - before:.1f} MB after the run (goal < 20 MB), "
+        f"+{peak - before:.1f} MB at peak while all {n_burst} results were held"
+    )
+
+    # 4. crash detection
+    detections = []
+    for _ in range(n_crash):
+        fut = app.infer({"hang": True})
+        while fut.state != "running":
+            time.sleep(0.001)
+        pid = next(w.pid for w in app.workers() if w.request_id == fut.request_id)
+        t = time.perf_counter()
+        os.kill(pid, signal.SIGKILL)
+        try:
+            fut.result(10)
+        except WorkerCrashedError:
+            detections.append(time.perf_counter() - t)
+        app.wait_ready(30)
+        while any(w.state != "idle" for w in app.workers()):
+            time.sleep(0.005)
+    out.update(
+        crash_detect_median_ms=round(statistics.median(detections) * 1000, 2),
+        crash_detect_max_ms=round(max(detections) * 1000, 2),
+    )
+    print(
+        f"crash detection over {n_crash} SIGKILLs of a busy worker: median "
+        f"{statistics.median(detections) * 1000:.1f} ms, max {max(detections) * 1000:.1f} ms (goal < 1000 ms)"
+    )
+    app.close()
+    print("BENCH_ENGINE " + json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
