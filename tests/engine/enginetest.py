@@ -28,9 +28,9 @@ def worker_pids() -> set[int]:
     pids = set()
     for child in me.children(recursive=True):
         try:
-            if "cosmos_gradio_nb._worker" in " ".join(child.cmdline()):
-                if child.status() != psutil.STATUS_ZOMBIE:
-                    pids.add(child.pid)
+            cmdline = " ".join(child.cmdline())
+            if "cosmos_gradio_nb._worker" in cmdline and child.status() != psutil.STATUS_ZOMBIE:
+                pids.add(child.pid)
         except psutil.NoSuchProcess:
             pass
     return pids

@@ -142,7 +142,7 @@ def test_timeout_restarts_only_that_group(make_app) -> None:
     app.wait_ready(30)
     pids = {w.group: w.pid for w in app.workers()}
     fut = app.infer({"op": "hang"}, timeout=0.5)
-    with pytest.raises(cg.InferenceTimeoutError, match="timeout of 0.5 s") as info:
+    with pytest.raises(cg.InferenceTimeoutError, match=r"timeout of 0\.5 s") as info:
         fut.result(10)
     assert isinstance(info.value, TimeoutError)
     hung_group = json.loads((fut.output_dir / "status.json").read_text())["group"]
@@ -395,3 +395,30 @@ def test_workers_die_with_their_parent(tmp_path) -> None:
         wait_for(gone, timeout=5)
     finally:
         parent.kill()
+
+
+def test_interpreter_exit_without_close_stops_workers(tmp_path) -> None:
+    script = tmp_path / "forgetful.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from cosmos_gradio_nb import NotebookApp
+        app = NotebookApp(factory_module="models", num_gpus=2, gpus_per_model=1,
+                          output_dir={str(tmp_path / "out")!r}, log_file={str(tmp_path / "log")!r})
+        app.wait_ready(30)
+        print(" ".join(str(w.pid) for w in app.workers()), flush=True)
+        slow = app.infer({{"op": "hang"}})   # still running at exit
+        # no app.close(): the interpreter exits with a worker busy
+    """)
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    t0 = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - t0 < 20
+    pids = [int(p) for p in done.stdout.split()]
+    assert len(pids) == 2
+    wait_for(lambda: not any(psutil.pid_exists(p) for p in pids), timeout=5)
