@@ -14,8 +14,9 @@ from ._env import DeploymentEnv
 from ._exceptions import ValidationError
 from ._future import InferenceFuture, InferenceResult
 from ._outputs import new_request_id, request_folder
-from ._pool import PoolConfig, Request, WorkerInfo, WorkerPool
+from ._pool import WorkerPool
 from ._protocol import FactorySpec
+from ._request import PoolConfig, Request, WorkerInfo
 from ._validation import check_json, make_validator, pydantic_model_of
 
 __all__ = ["GradioApp", "NotebookApp", "WorkerInfo"]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from ._pool import Request
+    from ._request import Request
 
 __all__ = ["InferenceFuture", "InferenceResult", "RequestState"]
 

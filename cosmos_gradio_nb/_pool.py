@@ -3,10 +3,10 @@
 Design
 ------
 One *dispatcher thread* owns every worker's file descriptors and waits on all of
-them at once (``multiprocessing.connection.wait``): the control sockets (replies,
-progress), the stdout/stderr pipes (log lines) and a pidfd per process, which
-becomes readable the instant the process dies. So a crash is noticed in
-microseconds, not after a timeout, and no thread polls.
+them at once in one epoll set: the control sockets (replies, progress), the
+stdout/stderr pipes (log lines) and a pidfd per process, which becomes readable
+the instant the process dies. So a crash is noticed in milliseconds, not after a
+timeout. How a worker process is started and read lives in ``_process.py``.
 
 Callers (Python futures, UI events) append to one FIFO deque under a lock and,
 when a group is idle, send the request themselves: the round trip costs one
@@ -26,20 +26,13 @@ import contextlib
 import logging
 import os
 import selectors
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import InvalidStateError
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, TextIO
 
-from ._env import DeploymentEnv
 from ._exceptions import (
     AppClosedError,
     CosmosGradioError,
@@ -49,90 +42,31 @@ from ._exceptions import (
     WorkerCrashedError,
     WorkerStartupError,
 )
-from ._future import InferenceFuture, InferenceResult
+from ._future import InferenceResult
 from ._outputs import base_status, finish_status, write_status
-from ._protocol import FactorySpec
+from ._process import WorkerProcess, free_port, gpu_assignment, group_environment, signal_name
+from ._request import (
+    PoolConfig,
+    Request,
+    WorkerInfo,
+    err_dict,
+    err_dict_from_reply,
+    failer,
+    resolver,
+)
 
-__all__ = ["PoolConfig", "Request", "WorkerInfo", "WorkerPool"]
+__all__ = ["WorkerPool"]
 
 logger = logging.getLogger("cosmos_gradio_nb")
 
-TAIL_LINES = 40  # lines kept per rank for crash reports
 MAX_REQUEST_LOG = 10_000  # lines kept per request
 PEER_GRACE = 10.0  # seconds the other ranks get to finish after one rank failed
 MAX_START_FAILURES = 5  # consecutive failed (re)starts before a group is given up
 MAX_SLEEP = 1.0  # the dispatcher re-plans its timers at least this often (seconds)
-_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
-
-
-@dataclass
-class PoolConfig:
-    """What the pool needs to start workers."""
-
-    factory: FactorySpec
-    env: DeploymentEnv
-    worker_env: dict[str, str] = field(default_factory=dict)
-    max_queue_size: int | None = None
-    echo_logs: bool = False
-    cwd: str = field(default_factory=os.getcwd)
-    sys_path: list[str] = field(default_factory=lambda: list(sys.path))
-
-
-@dataclass(eq=False)
-class Request:
-    """One request as the pool tracks it. The future holds it; so does the group running it."""
-
-    id: str
-    params: dict[str, Any]
-    output_dir: str
-    timeout: float | None
-    pool: WorkerPool
-    queued_at: float = field(default_factory=time.time)
-    future: InferenceFuture = field(init=False)
-    started_at: float | None = None
-    group: int | None = None
-    deadline: float | None = None
-    log: list[str] = field(default_factory=list)
-    replies: dict[int, dict[str, Any]] = field(default_factory=dict)
-    failed: bool = False
-
-
-@dataclass
-class WorkerInfo:
-    """A snapshot of one worker process, for displays."""
-
-    group: int
-    rank: int
-    gpu: str
-    pid: int | None
-    state: str
-    request_id: str | None
-    restarts: int
-
-
-class _Rank:
-    """One worker process and its three descriptors."""
-
-    def __init__(self, group: int, rank: int, gpu: str) -> None:
-        self.group = group
-        self.rank = rank
-        self.gpu = gpu
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.conn: Connection | None = None
-        self.out_fd: int | None = None
-        self.pidfd: int | None = None
-        self.ready = False
-        self.partial = b""
-        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-        self.prefix = f"[g{group} r{rank}]"
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None
 
 
 class _Group:
-    def __init__(self, index: int, ranks: list[_Rank]) -> None:
+    def __init__(self, index: int, ranks: list[WorkerProcess]) -> None:
         self.index = index
         self.ranks = ranks
         # starting -> idle <-> busy; -> restarting -> starting; failed/stopped are final
@@ -144,21 +78,6 @@ class _Group:
         self.restart_at: float | None = None
         self.peer_deadline: float | None = None
         self.expect_exit = False  # we killed it on purpose: no crash report
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _signal_name(code: int | None) -> str | None:
-    if code is None or code >= 0:
-        return None
-    try:
-        return signal.Signals(-code).name
-    except ValueError:
-        return f"signal {-code}"
 
 
 class WorkerPool:
@@ -181,10 +100,13 @@ class WorkerPool:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_r, selectors.EVENT_READ, ("wake", None, None))
         self._sleep_until = float("inf")  # when the dispatcher's current wait ends
-        gpus = self._gpu_list(env.num_gpus)
+        gpus = gpu_assignment(env.num_gpus)
         size = env.group_size
         self._groups = [
-            _Group(g, [_Rank(g, r, gpus[g * size + r]) for r in range(size)])
+            _Group(
+                g,
+                [WorkerProcess(g, r, gpus[g * size + r], self._unregister) for r in range(size)],
+            )
             for g in range(env.num_groups)
         ]
         env.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -287,12 +209,12 @@ class WorkerPool:
                 self._close_deadline = time.monotonic() + max(0.0, timeout)
                 error = AppClosedError("the app was closed before this request finished")
                 for request in self._pending:
-                    self._completions.append(_failer(request.future, error))
+                    self._completions.append(failer(request.future, error))
                 self._pending.clear()
                 for g in self._groups:
                     if g.request is not None:
-                        self._write_parent_status(g.request, "failed", _err_dict(error))
-                        self._completions.append(_failer(g.request.future, error))
+                        self._write_parent_status(g.request, "failed", err_dict(error))
+                        self._completions.append(failer(g.request.future, error))
                         g.request = None
                     for rank in g.ranks:
                         if rank.conn is not None:
@@ -307,20 +229,6 @@ class WorkerPool:
             self._closed.wait(timeout + 5.0)
 
     # ------------------------------------------------------------------ helpers
-    def _gpu_list(self, n: int) -> list[str]:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        if visible is None:
-            return [str(i) for i in range(n)]
-        devices = [d.strip() for d in visible.split(",") if d.strip()]
-        if not devices:  # explicitly no GPU: CPU workers
-            return [""] * n
-        if len(devices) < n:
-            raise CosmosGradioError(
-                f"NUM_GPUS={n} but CUDA_VISIBLE_DEVICES={visible!r} lists only {len(devices)} "
-                "device(s); lower NUM_GPUS or widen CUDA_VISIBLE_DEVICES"
-            )
-        return devices[:n]
-
     def _wake(self) -> None:
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")
@@ -369,99 +277,34 @@ class WorkerPool:
 
     # ------------------------------------------------------------------ spawning
     def _spawn_group_locked(self, group: _Group) -> None:
-        env_cfg = self.config.env
         group.state = "starting"
         group.restart_at = None
         group.peer_deadline = None
         group.expect_exit = False
-        port = _free_port()
-        base_env = dict(os.environ)
-        base_env.update(
-            {
-                "MODEL_NAME": env_cfg.model_name,
-                "NUM_GPUS": str(env_cfg.num_gpus),
-                "GPUS_PER_MODEL": str(env_cfg.group_size),
-                "OUTPUT_DIR": str(env_cfg.output_dir),
-                "UPLOADS_DIR": str(env_cfg.uploads_dir),
-                "LOG_FILE": str(env_cfg.log_file),
-                "CHECKPOINT_DIR": str(env_cfg.checkpoint_dir),
-                "WORKER_TIMEOUT": str(env_cfg.worker_timeout),
-                "MASTER_ADDR": "127.0.0.1",
-                "MASTER_PORT": str(port),
-                "WORLD_SIZE": str(len(group.ranks)),
-                "LOCAL_WORLD_SIZE": str(len(group.ranks)),
-                "GROUP_RANK": "0",
-                "COSMOS_GRADIO_GROUP": str(group.index),
-                "PYTHONUNBUFFERED": "1",
-                "PYTHONPATH": os.pathsep.join(
-                    p for p in (_PACKAGE_PARENT, os.environ.get("PYTHONPATH", "")) if p
-                ),
-            }
+        size = len(group.ranks)
+        env = group_environment(
+            self.config.env, group.index, size, free_port(), self.config.worker_env
         )
-        if "OMP_NUM_THREADS" not in os.environ:
-            per_worker = max(1, (os.cpu_count() or 1) // env_cfg.num_gpus)
-            base_env["OMP_NUM_THREADS"] = str(per_worker)
-        base_env.update(self.config.worker_env)
         for rank in group.ranks:
-            env = dict(base_env, RANK=str(rank.rank), LOCAL_RANK=str(rank.rank))
-            env["CUDA_VISIBLE_DEVICES"] = rank.gpu
-            self._spawn_rank(rank, env)
-        self._log_app(
-            f"starting group {group.index}: {len(group.ranks)} rank(s) on GPU(s) "
-            f"{','.join(r.gpu for r in group.ranks) or 'none (CPU)'}, "
-            f"pids {', '.join(str(r.proc.pid) for r in group.ranks if r.proc)}"
-        )
-
-    def _spawn_rank(self, rank: _Rank, env: dict[str, str]) -> None:
-        parent_sock, child_sock = socket.socketpair()
-        child_fd = child_sock.fileno()
-        try:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "cosmos_gradio_nb._worker",
-                    "--fd",
-                    str(child_fd),
-                    "--parent",
-                    str(os.getpid()),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                pass_fds=(child_fd,),
-                env=env,
-                cwd=self.config.cwd,
-                start_new_session=True,  # own process group: killpg reaches its children
-            )
-        finally:
-            child_sock.close()
-        rank.proc = proc
-        rank.conn = Connection(parent_sock.detach())
-        assert proc.stdout is not None
-        rank.out_fd = os.dup(proc.stdout.fileno())
-        proc.stdout.close()
-        os.set_blocking(rank.out_fd, False)
-        try:
-            rank.pidfd = os.pidfd_open(proc.pid)
-        except (AttributeError, OSError):
-            rank.pidfd = None  # fall back on the control socket's EOF
-        rank.ready = False
-        rank.partial = b""
-        # Each registration remembers its process: events for a rank that was
-        # respawned meanwhile are recognised as stale.
-        for fd, kind in ((rank.conn.fileno(), "conn"), (rank.out_fd, "out"), (rank.pidfd, "pid")):
-            if fd is not None:
-                self._selector.register(fd, selectors.EVENT_READ, (kind, rank, proc))
-        rank.conn.send(
-            {
+            rank_env = dict(env, RANK=str(rank.rank), LOCAL_RANK=str(rank.rank))
+            rank_env["CUDA_VISIBLE_DEVICES"] = rank.gpu
+            init = {
                 "type": "init",
                 "factory": self.config.factory,
                 "sys_path": self.config.sys_path,
-                "group": rank.group,
+                "group": group.index,
                 "rank": rank.rank,
-                "world_size": int(env["WORLD_SIZE"]),
+                "world_size": size,
             }
+            rank.spawn(rank_env, init, self.config.cwd)
+            # Each registration remembers its process: an event for a rank that was
+            # respawned meanwhile is recognised as stale.
+            for fd, kind in rank.handles():
+                self._selector.register(fd, selectors.EVENT_READ, (kind, rank, rank.proc))
+        self._log_app(
+            f"starting group {group.index}: {size} rank(s) on GPU(s) "
+            f"{','.join(r.gpu for r in group.ranks) or 'none (CPU)'}, "
+            f"pids {', '.join(str(r.proc.pid) for r in group.ranks if r.proc)}"
         )
 
     # ------------------------------------------------------------------ dispatch
@@ -528,14 +371,14 @@ class WorkerPool:
                 duration=float(status.get("duration") or 0.0),
             )
             group.start_failures = 0
-            self._completions.append(_resolver(request.future, result))
+            self._completions.append(resolver(request.future, result))
         elif len(group.ranks) > 1:
             # A peer failed: rank 0 may have written "succeeded"; the failure wins.
             error = next(r for r in request.replies.values() if r["type"] == "error")
-            self._write_parent_status(request, "failed", _err_dict_from_reply(error))
+            self._write_parent_status(request, "failed", err_dict_from_reply(error))
         self._dispatch_locked()
 
-    def _on_reply(self, rank: _Rank, msg: dict[str, Any]) -> None:
+    def _on_reply(self, rank: WorkerProcess, msg: dict[str, Any]) -> None:
         group = self._groups[rank.group]
         kind = msg.get("type")
         if kind == "ready":
@@ -578,7 +421,7 @@ class WorkerPool:
                 error_type=msg.get("error_type", ""),
                 remote_traceback=msg.get("traceback", ""),
             )
-            self._completions.append(_failer(request.future, error))
+            self._completions.append(failer(request.future, error))
             if len(request.replies) < len(group.ranks):
                 group.peer_deadline = time.monotonic() + PEER_GRACE
         if len(request.replies) == len(group.ranks):
@@ -593,12 +436,12 @@ class WorkerPool:
                 )
                 error = self._startup_error
                 for request in self._pending:
-                    self._completions.append(_failer(request.future, error))
+                    self._completions.append(failer(request.future, error))
                 self._pending.clear()
             self._ready.set()
 
     def _startup_failed_locked(
-        self, group: _Group, rank: _Rank, summary: str, details: str
+        self, group: _Group, rank: WorkerProcess, summary: str, details: str
     ) -> None:
         group.start_failures += 1
         error = WorkerStartupError(
@@ -629,9 +472,7 @@ class WorkerPool:
         group.request = None
         group.peer_deadline = None
         for rank in group.ranks:
-            if rank.proc is not None and rank.proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(rank.proc.pid, signal.SIGKILL)
+            rank.kill()
         if restart_delay is None:
             group.state = "failed" if not self._closing else "stopped"
         else:
@@ -651,11 +492,11 @@ class WorkerPool:
             with self._lock:
                 self._closing = True
                 for request in self._pending:
-                    self._completions.append(_failer(request.future, error))
+                    self._completions.append(failer(request.future, error))
                 self._pending.clear()
                 for g in self._groups:
                     if g.request is not None:
-                        self._completions.append(_failer(g.request.future, error))
+                        self._completions.append(failer(g.request.future, error))
                         g.request = None
             self._ready.set()
             self._run_completions()
@@ -707,7 +548,7 @@ class WorkerPool:
         deadlines.append(now + MAX_SLEEP)
         return max(0.0, min(deadlines) - now)
 
-    def _read_conn(self, rank: _Rank) -> None:
+    def _read_conn(self, rank: WorkerProcess) -> None:
         assert rank.conn is not None
         try:
             while rank.conn.poll():
@@ -717,58 +558,24 @@ class WorkerPool:
         except (EOFError, OSError):
             self._on_exit(rank)
 
-    def _drain_output(self, rank: _Rank) -> None:
-        if rank.out_fd is None:
+    def _drain_output(self, rank: WorkerProcess) -> None:
+        lines = rank.read_lines()
+        if not lines:
             return
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(rank.out_fd, 65536)
-            except BlockingIOError:
-                break
-            except OSError:
-                chunk = b""
-            if not chunk:  # EOF: the process closed its output (or died)
-                self._unregister(rank.out_fd)
-                os.close(rank.out_fd)
-                rank.out_fd = None
-                break
-            chunks.append(chunk)
-        if not chunks and rank.out_fd is not None:
-            return
-        data = rank.partial + b"".join(chunks)
-        *complete, rank.partial = data.split(b"\n")
-        if rank.out_fd is None and rank.partial:
-            complete.append(rank.partial)
-            rank.partial = b""
-        if not complete:
-            return
+        request = self._groups[rank.group].request
         stamp = time.strftime("%H:%M:%S")
-        group = self._groups[rank.group]
-        request = group.request
-        lines = []
-        for raw in complete:
-            text = raw.decode("utf-8", "replace").rstrip("\r").rsplit("\r", 1)[-1]
-            line = f"{rank.prefix} {text}"
-            rank.tail.append(line)
-            lines.append(f"{stamp} {line}")
-            if request is not None and len(request.log) < MAX_REQUEST_LOG:
-                request.log.append(line)
-        self._write_lines(lines)
+        if request is not None and len(request.log) < MAX_REQUEST_LOG:
+            request.log.extend(f"{rank.prefix} {line}" for line in lines)
+        self._write_lines([f"{stamp} {rank.prefix} {line}" for line in lines])
 
-    def _on_exit(self, rank: _Rank) -> None:
+    def _on_exit(self, rank: WorkerProcess) -> None:
         """A worker process ended (pidfd readable or control socket closed)."""
         proc = rank.proc
         if proc is None:
             return
-        try:
-            code = proc.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:  # socket closed but process alive: finish it
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            code = proc.wait()
+        code = rank.reap(timeout=1.0)
         self._drain_output(rank)
-        self._release_rank(rank)
+        rank.release()
         group = self._groups[rank.group]
         if self._closing:
             return
@@ -777,7 +584,7 @@ class WorkerPool:
             self._kill_group_locked(group, restart_delay=self._restart_delay(group))
             self._maybe_respawn_locked(group)
             return
-        how = _signal_name(code) or f"exit code {code}"
+        how = signal_name(code) or f"exit code {code}"
         tail = list(rank.tail)
         if group.state == "starting":
             details = "\n".join(tail[-20:])
@@ -795,11 +602,11 @@ class WorkerPool:
                 group=group.index,
                 rank=rank.rank,
                 exitcode=code,
-                signal_name=_signal_name(code),
+                signal_name=signal_name(code),
                 last_log_lines=tail,
             )
-            self._write_parent_status(request, "failed", _err_dict(error))
-            self._completions.append(_failer(request.future, error))
+            self._write_parent_status(request, "failed", err_dict(error))
+            self._completions.append(failer(request.future, error))
         group.start_failures += 1
         self._kill_group_locked(group, restart_delay=self._backoff(group))
         self._maybe_respawn_locked(group)
@@ -822,21 +629,6 @@ class WorkerPool:
         with contextlib.suppress(KeyError, ValueError, OSError):
             self._selector.unregister(fd)
 
-    def _release_rank(self, rank: _Rank) -> None:
-        for fd in (rank.out_fd, rank.pidfd):
-            if fd is not None:
-                self._unregister(fd)
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        if rank.conn is not None:
-            with contextlib.suppress(OSError):
-                self._unregister(rank.conn.fileno())
-                rank.conn.close()
-        rank.out_fd = rank.pidfd = None
-        rank.conn = None
-        rank.proc = None
-        rank.ready = False
-
     def _check_timers_locked(self) -> None:
         now = time.monotonic()
         if self._closing:
@@ -858,8 +650,8 @@ class WorkerPool:
                     timeout=request.timeout,
                 )
                 self._log_app(str(error))
-                self._write_parent_status(request, "failed", _err_dict(error))
-                self._completions.append(_failer(request.future, error))
+                self._write_parent_status(request, "failed", err_dict(error))
+                self._completions.append(failer(request.future, error))
                 self._kill_group_locked(g, restart_delay=0.0)
             elif g.peer_deadline is not None and now >= g.peer_deadline:
                 self._log_app(
@@ -872,7 +664,7 @@ class WorkerPool:
                     self._write_parent_status(
                         g.request,
                         "failed",
-                        _err_dict_from_reply(error_reply) if error_reply else None,
+                        err_dict_from_reply(error_reply) if error_reply else None,
                     )
                 self._kill_group_locked(g, restart_delay=0.0)
             if g.state == "restarting":
@@ -883,12 +675,11 @@ class WorkerPool:
             for g in self._groups:
                 for rank in g.ranks:
                     if rank.proc is not None:
-                        with contextlib.suppress(ProcessLookupError, PermissionError):
-                            os.killpg(rank.proc.pid, signal.SIGKILL)
+                        rank.kill()
                         with contextlib.suppress(Exception):
-                            rank.proc.wait(timeout=5)
+                            rank.reap(timeout=5)
                         self._drain_output(rank)
-                        self._release_rank(rank)
+                        rank.release()
                     g.state = "stopped"
             self._selector.close()
             for fd in (self._wake_r, self._wake_w):
@@ -897,32 +688,3 @@ class WorkerPool:
             with contextlib.suppress(Exception):
                 self._log.close()
         self._closed.set()
-
-
-def _failer(future: InferenceFuture, error: BaseException) -> Callable[[], None]:
-    def fail() -> None:
-        # A caller may have cancelled it a moment ago: that outcome stands.
-        with contextlib.suppress(InvalidStateError):
-            future.set_exception(error)
-
-    return fail
-
-
-def _resolver(future: InferenceFuture, result: InferenceResult) -> Callable[[], None]:
-    def resolve() -> None:
-        with contextlib.suppress(InvalidStateError):
-            future.set_result(result)
-
-    return resolve
-
-
-def _err_dict(error: BaseException) -> dict[str, Any]:
-    return {"type": type(error).__name__, "message": str(error), "traceback": ""}
-
-
-def _err_dict_from_reply(reply: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": reply.get("error_type", ""),
-        "message": reply.get("message", ""),
-        "traceback": reply.get("traceback", ""),
-    }
