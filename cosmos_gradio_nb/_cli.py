@@ -1,0 +1,178 @@
+"""``cosmos-gradio-nb serve``: the standalone server (also ``python -m cosmos_gradio_nb``).
+
+Starts a :class:`GradioApp` (blocks until the workers are ready), puts the
+default page on it and serves until Ctrl-C or SIGTERM, then stops the page and
+every worker. Anything not given on the command line comes from
+:class:`DeploymentEnv` (``NUM_GPUS``, ``OUTPUT_DIR``...). With no ``--factory``
+it serves the sample video model, which is what the README's first command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["main"]
+
+SAMPLE_FACTORY = "cosmos_gradio_nb.samples.video_model:create_worker"
+SAMPLE_VALIDATOR = "cosmos_gradio_nb.samples.params:SampleParams"
+AUTH_ENV = "COSMOS_GRADIO_AUTH"
+
+
+def _spec(value: str, what: str) -> tuple[str, str]:
+    module, sep, attr = value.partition(":")
+    if not sep or not module or not attr:
+        raise argparse.ArgumentTypeError(f"{what} {value!r}: use 'package.module:name'")
+    return module, attr
+
+
+def _load_object(value: str) -> Any:
+    module, attr = _spec(value, "--validator")
+    try:
+        obj: Any = importlib.import_module(module)
+    except ImportError as exc:
+        raise SystemExit(f"error: --validator {value!r}: cannot import {module!r}: {exc}") from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise SystemExit(f"error: --validator {value!r}: {module!r} has no {attr!r}") from None
+    return obj
+
+
+def _auth(value: str | None) -> tuple[str, str] | None:
+    if not value:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise SystemExit("error: --auth / COSMOS_GRADIO_AUTH must be 'user:password'")
+    return user, password
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface (``serve`` is the only command)."""
+    parser = argparse.ArgumentParser(
+        prog="cosmos-gradio-nb",
+        description="Serve a generative model behind the cosmos_gradio_nb web page.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser(
+        "serve",
+        help="start the workers and the web page",
+        description="Start the model workers and serve the page until Ctrl-C or SIGTERM. "
+        "Environment: MODEL_NAME, NUM_GPUS, GPUS_PER_MODEL, OUTPUT_DIR, UPLOADS_DIR, LOG_FILE, "
+        "CHECKPOINT_DIR, WORKER_TIMEOUT, MAX_UPLOAD_MB, COSMOS_GRADIO_AUTH.",
+    )
+    serve.add_argument(
+        "--factory",
+        default=None,
+        help=f"model factory 'package.module:function' (default: the sample model, {SAMPLE_FACTORY})",
+    )
+    serve.add_argument(
+        "--validator",
+        default=None,
+        help="parameter validator 'package.module:name': a function dict -> dict or a pydantic "
+        f"model class (default with the sample model: {SAMPLE_VALIDATOR})",
+    )
+    serve.add_argument("--header", default=None, help="title shown on the page")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.add_argument(
+        "--auth", default=None, help=f"'user:password' for the page (or env {AUTH_ENV})"
+    )
+    serve.add_argument("--num-gpus", type=int, default=None, help="workers to start (NUM_GPUS)")
+    serve.add_argument(
+        "--gpus-per-model", type=int, default=None, help="ranks per model group (GPUS_PER_MODEL)"
+    )
+    serve.add_argument(
+        "--max-upload-mb", type=float, default=None, help="upload size limit (MAX_UPLOAD_MB, 500)"
+    )
+    return parser
+
+
+def serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
+    """Run the server until ``stop`` is set (by SIGINT/SIGTERM when run from :func:`main`)."""
+    from ._app import GradioApp
+    from ._exceptions import CosmosGradioError
+    from ._ui import create_gradio_UI
+
+    factory = args.factory or SAMPLE_FACTORY
+    module, function = _spec(factory, "--factory")
+    validator_spec = args.validator or (SAMPLE_VALIDATOR if args.factory is None else None)
+    validator = _load_object(validator_spec) if validator_spec else None
+    auth = _auth(args.auth or os.environ.get(AUTH_ENV))
+    header = args.header or ("Sample video model" if args.factory is None else module)
+    stop = stop or threading.Event()
+
+    print(f"starting workers for {module}:{function} ...", flush=True)
+    try:
+        app = GradioApp(
+            validator,
+            module,
+            function,
+            num_gpus=args.num_gpus,
+            gpus_per_model=args.gpus_per_model,
+            echo_logs=True,
+        )
+    except CosmosGradioError as exc:
+        print(f"error: the model did not start: {exc}", file=sys.stderr, flush=True)
+        tb = getattr(exc, "remote_traceback", "")
+        if tb:
+            print(tb, file=sys.stderr, flush=True)
+        return 1
+    demo = None
+    try:
+        demo = create_gradio_UI(app.infer, header=header, max_upload_mb=args.max_upload_mb)
+        demo.launch(
+            server_name=args.host,
+            server_port=args.port,
+            auth=auth,
+            prevent_thread_lock=True,
+            inbrowser=False,
+            quiet=True,
+        )
+        shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+        env = app.env
+        print(
+            f"\n  cosmos-gradio-nb is serving {header!r}\n"
+            f"  open  http://{shown}:{args.port}/\n"
+            f"  workers: {env.num_gpus} ({env.num_groups} model group(s)) · outputs: "
+            f"{env.output_dir} · log: {env.log_file}\n"
+            "  press Ctrl-C to stop\n",
+            flush=True,
+        )
+        while not stop.wait(1.0):  # wakes on the signal handler's set()
+            pass
+        print("stopping: closing the page and the workers ...", flush=True)
+    finally:
+        if demo is not None:
+            demo.close()
+        app.close()
+    print("stopped", flush=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cosmos-gradio-nb`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    if args.command != "serve":  # pragma: no cover - argparse enforces the choice
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return serve(args, stop)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

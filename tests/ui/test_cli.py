@@ -1,0 +1,92 @@
+"""``python -m cosmos_gradio_nb serve`` as a real subprocess: serves, then stops cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+from ui_helpers import free_port, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_serve_answers_http_and_stops_on_sigterm_with_no_worker_left(tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "OUTPUT_DIR": str(tmp_path / "outputs"),
+        "UPLOADS_DIR": str(tmp_path / "uploads"),
+        "LOG_FILE": str(tmp_path / "outputs" / "app.log"),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cosmos_gradio_nb", "serve", "--port", str(port), "--num-gpus", "1"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    out: list[str] = []
+    reader = threading.Thread(
+        target=lambda: out.extend(iter(proc.stdout.readline, "")), daemon=True
+    )  # type: ignore[union-attr]
+    reader.start()
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_for(
+            lambda: any(url in line for line in out) or proc.poll() is not None, 120, "the URL line"
+        )
+        assert proc.poll() is None, "".join(out)
+        page = requests.get(url, timeout=10)
+        assert page.status_code == 200 and "Sample video model" in page.text
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        assert workers, "the sample model's worker must run"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, "".join(out)
+        reader.join(timeout=5)
+        assert "stopped" in "".join(out)
+        _gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, f"workers left running: {alive}"
+        with pytest.raises(requests.ConnectionError):
+            requests.get(url, timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_binding_beyond_loopback_without_auth_prints_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from cosmos_gradio_nb import create_gradio_UI
+    from cosmos_gradio_nb._cli import _auth
+
+    monkeypatch.setenv("OUTPUT_DIR", str(tmp_path / "outputs"))
+    monkeypatch.setenv("UPLOADS_DIR", str(tmp_path / "uploads"))
+    monkeypatch.setenv("LOG_FILE", str(tmp_path / "outputs" / "app.log"))
+    demo = create_gradio_UI(lambda params: params, header="plain")
+    for kwargs, warned in (({"auth": ("u", "p")}, False), ({}, True)):
+        demo.launch(
+            server_name="0.0.0.0",
+            server_port=free_port(),
+            prevent_thread_lock=True,
+            quiet=True,
+            **kwargs,
+        )
+        try:
+            err = capfd.readouterr().err
+            assert ("without authentication" in err) is warned, err
+        finally:
+            demo.close()
+    assert _auth("user:pa:ss") == ("user", "pa:ss")
+    with pytest.raises(SystemExit, match="user:password"):
+        _auth("nocolon")
