@@ -17,7 +17,7 @@ from ._outputs import new_request_id, request_folder
 from ._pool import WorkerPool
 from ._protocol import FactorySpec
 from ._request import PoolConfig, Request, WorkerInfo
-from ._validation import check_json, make_validator, pydantic_model_of
+from ._validation import app_asset_dirs, check_json, make_validator, pydantic_model_of
 
 __all__ = ["GradioApp", "NotebookApp", "WorkerInfo"]
 
@@ -139,7 +139,8 @@ class _BaseApp:
                 f"parameters must be a JSON object (dict), got {type(params).__name__}"
             )
         cleaned = {k: v for k, v in params.items() if k != "output_dir"}
-        validated = dict(self._validate(cleaned))
+        with app_asset_dirs(self.env.uploads_dir, self.env.output_dir):
+            validated = dict(self._validate(cleaned))
         validated.pop("output_dir", None)
         check_json(validated)
         return validated

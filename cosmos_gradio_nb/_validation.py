@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -137,12 +139,36 @@ def dumps(params: dict[str, Any]) -> str:
     return json.dumps(params, allow_nan=False)
 
 
-def allowed_asset_dirs(extra: Iterable[str | Path] = ()) -> list[Path]:
-    """UPLOADS_DIR, OUTPUT_DIR, every folder in ``ASSET_DIRS`` (os.pathsep-separated), and ``extra``."""
-    from ._env import DeploymentEnv
+# The folders of the app whose validate() is running: an app made with
+# uploads_dir=X must accept files in X whatever UPLOADS_DIR says.
+_app_dirs: ContextVar[tuple[Path, Path] | None] = ContextVar("cosmos_app_dirs", default=None)
 
-    env = DeploymentEnv()
-    dirs: list[str | Path] = [env.uploads_dir, env.output_dir]
+
+@contextmanager
+def app_asset_dirs(uploads_dir: Path, output_dir: Path) -> Iterator[None]:
+    """Within this block, :func:`check_asset_path` allows these folders (plus ASSET_DIRS)."""
+    token = _app_dirs.set((uploads_dir, output_dir))
+    try:
+        yield
+    finally:
+        _app_dirs.reset(token)
+
+
+def allowed_asset_dirs(extra: Iterable[str | Path] = ()) -> list[Path]:
+    """UPLOADS_DIR, OUTPUT_DIR, every folder in ``ASSET_DIRS`` (os.pathsep-separated), and ``extra``.
+
+    Inside an app's ``validate`` the app's own upload and output folders stand
+    for UPLOADS_DIR and OUTPUT_DIR.
+    """
+    dirs: list[str | Path]
+    current = _app_dirs.get()
+    if current is not None:
+        dirs = list(current)
+    else:
+        from ._env import DeploymentEnv
+
+        env = DeploymentEnv()
+        dirs = [env.uploads_dir, env.output_dir]
     dirs += [d for d in os.environ.get("ASSET_DIRS", "").split(os.pathsep) if d]
     dirs += list(extra)
     return [Path(d).expanduser().resolve() for d in dirs]

@@ -422,3 +422,18 @@ def test_interpreter_exit_without_close_stops_workers(tmp_path) -> None:
     pids = [int(p) for p in done.stdout.split()]
     assert len(pids) == 2
     wait_for(lambda: not any(psutil.pid_exists(p) for p in pids), timeout=5)
+
+
+def test_sample_validator_accepts_uploads_in_the_apps_folder(make_app, tmp_path) -> None:
+    from PIL import Image
+
+    from cosmos_gradio_nb.samples import SampleParams
+
+    uploads = tmp_path / "app-uploads"
+    (uploads / "u1").mkdir(parents=True)
+    image = uploads / "u1" / "cat.png"
+    Image.new("RGB", (8, 8), "red").save(image)
+    app = make_app(validator=SampleParams, uploads_dir=str(uploads))  # UPLOADS_DIR points elsewhere
+    assert app.validate({"image": str(image)})["image"] == str(image.resolve())
+    with pytest.raises(cg.ValidationError, match="outside the allowed folders"):
+        app.validate({"image": "/etc/hostname"})

@@ -150,3 +150,20 @@ def test_check_asset_path(tmp_path: Path) -> None:
     link.symlink_to("/etc/hostname")
     with pytest.raises(ValueError, match="outside"):
         cg.check_asset_path(str(link), [allowed])
+
+
+def test_validators_see_the_apps_own_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cosmos_gradio_nb._validation import app_asset_dirs
+
+    monkeypatch.setenv("UPLOADS_DIR", str(tmp_path / "env-uploads"))
+    mine = tmp_path / "my-uploads"
+    mine.mkdir()
+    (mine / "cat.png").write_bytes(b"x")
+    with pytest.raises(ValueError, match="outside"):
+        cg.check_asset_path(mine / "cat.png")
+    with app_asset_dirs(mine, tmp_path / "out"):
+        assert cg.check_asset_path(mine / "cat.png") == (mine / "cat.png").resolve()
+    with pytest.raises(ValueError, match="outside"):
+        cg.check_asset_path(mine / "cat.png")
