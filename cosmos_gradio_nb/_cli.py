@@ -93,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-upload-mb", type=float, default=None, help="upload size limit (MAX_UPLOAD_MB, 500)"
     )
+    serve.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="stop cleanly when the process that started us dies (used by the JupyterLab "
+        "launcher: jupyter-server-proxy does not always stop its servers)",
+    )
     return parser
 
 
@@ -169,6 +175,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    if args.exit_with_parent:
+        from ._worker import set_parent_death_signal
+
+        parent = os.getppid()
+        set_parent_death_signal(signal.SIGTERM)  # -> on_signal -> a clean shutdown
+        if os.getppid() != parent:
+            stop.set()
     try:
         return serve(args, stop)
     except KeyboardInterrupt:

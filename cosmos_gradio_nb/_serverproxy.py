@@ -40,6 +40,7 @@ def setup_cosmos_gradio() -> dict[str, Any]:
             "serve",
             "--port",
             "{port}",
+            "--exit-with-parent",
         ],
         # The sample model's workers start (spawn, import torch) before the page answers.
         "timeout": 180,

@@ -159,17 +159,28 @@ def serve(
             print(f"cosmos_gradio_nb worker: ignoring unknown message {kind!r}", file=sys.stderr)
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Ask Linux to SIGKILL us when the parent dies, so no orphan keeps a GPU."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
+def set_parent_death_signal(sig: int) -> bool:
+    """Ask Linux to send ``sig`` when our parent dies (prctl PR_SET_PDEATHSIG).
 
-        PR_SET_PDEATHSIG = 1
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        except Exception:
-            pass
+    Returns False where that is not available (not Linux). Callers should then
+    compare ``os.getppid()`` with the parent they expect, in case it died first.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig) == 0
+    except Exception:
+        return False
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """SIGKILL us when the parent dies, so no orphan keeps a GPU."""
+    import signal
+
+    set_parent_death_signal(signal.SIGKILL)
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -90,3 +91,47 @@ def test_binding_beyond_loopback_without_auth_prints_a_warning(
     assert _auth("user:pa:ss") == ("user", "pa:ss")
     with pytest.raises(SystemExit, match="user:password"):
         _auth("nocolon")
+
+
+def test_exit_with_parent_stops_serve_and_its_workers_when_the_parent_dies(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "serve.out"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "OUTPUT_DIR": str(tmp_path / "outputs"),
+        "LOG_FILE": str(tmp_path / "outputs" / "app.log"),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
+    # A stand-in for jupyter-server-proxy: a parent that starts serve, then is killed -9.
+    launcher = (
+        "import subprocess, sys\n"
+        f"out = open({str(log)!r}, 'w')\n"
+        "p = subprocess.Popen([sys.executable, '-m', 'cosmos_gradio_nb', 'serve', '--port', "
+        f"'{port}', '--exit-with-parent'], stdout=out, stderr=subprocess.STDOUT)\n"
+        "print(p.pid, flush=True)\n"
+        "p.wait()\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", launcher], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        serve_pid = int(parent.stdout.readline())  # type: ignore[union-attr]
+        url = f"http://127.0.0.1:{port}/"
+        wait_for(lambda: log.exists() and url in log.read_text(), 120, "serve to be up")
+        serve = psutil.Process(serve_pid)
+        workers = serve.children(recursive=True)
+        assert workers
+        parent.kill()
+        parent.wait(10)
+        serve.wait(timeout=30)  # not our child: psutil cannot read its exit code
+        assert not serve.is_running(), log.read_text()
+        _gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, f"workers left running: {alive}"
+        assert "stopped" in log.read_text()
+    finally:
+        parent.kill()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            root = psutil.Process(serve_pid)
+            for proc in [*root.children(recursive=True), root]:
+                proc.kill()
