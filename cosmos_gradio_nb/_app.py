@@ -241,7 +241,7 @@ class _BaseApp:
 
     @property
     def closed(self) -> bool:
-        return self._pool._closing
+        return self._pool.closed
 
     @property
     def queue_length(self) -> int:

@@ -78,6 +78,7 @@ class _Group:
         self.restart_at: float | None = None
         self.peer_deadline: float | None = None
         self.expect_exit = False  # we killed it on purpose: no crash report
+        self.error: WorkerStartupError | None = None  # why it was given up
 
 
 class WorkerPool:
@@ -175,6 +176,11 @@ class WorkerPool:
         with self._lock:
             if self._startup_error is not None:
                 raise self._startup_error
+
+    @property
+    def closed(self) -> bool:
+        """True once close() was called: new requests are refused."""
+        return self._closing
 
     @property
     def ready(self) -> bool:
@@ -430,10 +436,8 @@ class WorkerPool:
     def _update_ready_locked(self) -> None:
         if all(g.ever_ready or g.state in ("failed", "stopped") for g in self._groups):
             if not any(g.state in ("idle", "busy", "starting", "restarting") for g in self._groups):
-                first = next((g for g in self._groups if getattr(g, "error", None)), None)
-                self._startup_error = getattr(first, "error", None) or WorkerStartupError(
-                    "no worker group could start"
-                )
+                first = next((g.error for g in self._groups if g.error is not None), None)
+                self._startup_error = first or WorkerStartupError("no worker group could start")
                 error = self._startup_error
                 for request in self._pending:
                     self._completions.append(failer(request.future, error))
@@ -456,7 +460,7 @@ class WorkerPool:
         self._kill_group_locked(group, restart_delay=None if give_up else self._backoff(group))
         if give_up:
             group.state = "failed"
-            group.error = error  # type: ignore[attr-defined]
+            group.error = error
             self._log_app(
                 f"group {group.index} given up after {group.start_failures} failed start(s)"
             )
