@@ -114,6 +114,14 @@ def file_src(path: Path, mime: str, budget: list[int]) -> tuple[str | None, str]
     return None, f"{path} ({mb:.1f} MB, too large to embed: open it from the kernel's disk)"
 
 
+def _figure(media: str, note: str) -> str:
+    """One captioned inline block (a video player or an image)."""
+    return (
+        '<figure style="margin:4px 8px 4px 0;display:inline-block;vertical-align:top">'
+        f'{media}<figcaption style="font-size:11px;color:#6b7280">{_esc(note)}</figcaption></figure>'
+    )
+
+
 def _media_html(videos: Iterable[Path], images: Iterable[Path], budget: list[int]) -> str:
     parts: list[str] = []
     for video in videos:
@@ -123,10 +131,11 @@ def _media_html(videos: Iterable[Path], images: Iterable[Path], budget: list[int
             parts.append(f'<div class="cg-note">video: {_esc(note)}</div>')
             continue
         parts.append(
-            '<figure style="margin:4px 8px 4px 0;display:inline-block;vertical-align:top">'
-            f'<video controls loop muted autoplay playsinline style="max-width:480px;max-height:360px"'
-            f' src="{_esc(src)}"></video>'
-            f'<figcaption style="font-size:11px;color:#6b7280">{_esc(note)}</figcaption></figure>'
+            _figure(
+                '<video controls loop muted autoplay playsinline style="max-width:480px;'
+                f'max-height:360px" src="{_esc(src)}"></video>',
+                note,
+            )
         )
     for image in images:
         mime = _IMAGE_MIME.get(image.suffix.lower(), "image/png")
@@ -135,9 +144,11 @@ def _media_html(videos: Iterable[Path], images: Iterable[Path], budget: list[int
             parts.append(f'<div class="cg-note">image: {_esc(note)}</div>')
             continue
         parts.append(
-            '<figure style="margin:4px 8px 4px 0;display:inline-block;vertical-align:top">'
-            f'<img style="max-width:320px;max-height:360px" src="{_esc(src)}" alt="{_esc(image.name)}"/>'
-            f'<figcaption style="font-size:11px;color:#6b7280">{_esc(note)}</figcaption></figure>'
+            _figure(
+                f'<img style="max-width:320px;max-height:360px" src="{_esc(src)}" '
+                f'alt="{_esc(image.name)}"/>',
+                note,
+            )
         )
     return "".join(parts)
 

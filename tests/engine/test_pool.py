@@ -361,20 +361,26 @@ def test_distributed_group_with_gloo(make_app, monkeypatch) -> None:
     assert app.infer({"x": 1}).result(60).status["sum"] == 3
 
 
-def test_workers_die_with_their_parent(tmp_path) -> None:
+def parent_script(tmp_path: Path, tail: str) -> Path:
+    """A script that starts 2 workers, prints their pids, then runs ``tail``."""
     script = tmp_path / "parent.py"
     script.write_text(
         textwrap.dedent(f"""
-        import sys, time
+        import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from cosmos_gradio_nb import NotebookApp
         app = NotebookApp(factory_module="models", num_gpus=2, gpus_per_model=1,
                           output_dir={str(tmp_path / "out")!r}, log_file={str(tmp_path / "log")!r})
         app.wait_ready(30)
         print(" ".join(str(w.pid) for w in app.workers()), flush=True)
-        time.sleep(600)
-    """)
+        """)
+        + tail
     )
+    return script
+
+
+def test_workers_die_with_their_parent(tmp_path) -> None:
+    script = parent_script(tmp_path, "import time\ntime.sleep(600)\n")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     parent = subprocess.Popen(
         [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env
@@ -398,20 +404,8 @@ def test_workers_die_with_their_parent(tmp_path) -> None:
 
 
 def test_interpreter_exit_without_close_stops_workers(tmp_path) -> None:
-    script = tmp_path / "forgetful.py"
-    script.write_text(
-        textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from cosmos_gradio_nb import NotebookApp
-        app = NotebookApp(factory_module="models", num_gpus=2, gpus_per_model=1,
-                          output_dir={str(tmp_path / "out")!r}, log_file={str(tmp_path / "log")!r})
-        app.wait_ready(30)
-        print(" ".join(str(w.pid) for w in app.workers()), flush=True)
-        slow = app.infer({{"op": "hang"}})   # still running at exit
-        # no app.close(): the interpreter exits with a worker busy
-    """)
-    )
+    # no app.close(): the interpreter exits with a worker still busy
+    script = parent_script(tmp_path, 'slow = app.infer({"op": "hang"})\n')
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     t0 = time.monotonic()
     done = subprocess.run(
