@@ -48,7 +48,7 @@ def read_tail(
             start = max(0, size - max_bytes)
             fh.seek(start)
             data = fh.read(size - start)
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
+    except OSError:  # missing, unreadable, a folder: nothing to show yet
         return ""
     lines = data.decode("utf-8", errors="replace").splitlines()
     if start > 0 and lines:

@@ -22,6 +22,8 @@ import ipywidgets as widgets
 
 from . import _display
 from ._exceptions import CosmosGradioError, ValidationError
+from ._logtail import read_tail
+from ._ui_render import parse_request_json
 from ._uploads import ALLOWED_EXTENSIONS, UploadRejected, json_key_for, store_upload
 
 __all__ = [
@@ -104,30 +106,19 @@ def _set_html(widget: widgets.HTML, text: str) -> None:
 
 # -- small helpers, also used by tests ----------------------------------------------------------
 def json_error(text: str) -> tuple[dict[str, Any] | None, str | None]:
-    """Parse the editor's text: ``(params, None)`` or ``(None, "message with line and column")``."""
+    """Parse the editor's text: ``(params, None)`` or ``(None, message)``.
+
+    The page's parser, so both UIs give the same message (line, column, caret).
+    """
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return None, f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-    if not isinstance(value, dict):
-        return None, f"the request must be a JSON object ({{...}}), not {type(value).__name__}"
-    return value, None
+        return parse_request_json(text), None
+    except ValueError as exc:
+        return None, str(exc)
 
 
-def tail_lines(path: Path, n: int = 40, chunk: int = 64 * 1024) -> list[str]:
+def tail_lines(path: Path, n: int = 40) -> list[str]:
     """The last ``n`` lines of ``path``, reading only its end (a log can be gigabytes)."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, 2)
-            size = fh.tell()
-            fh.seek(max(0, size - chunk))
-            data = fh.read()
-    except OSError:
-        return []
-    lines = data.decode("utf-8", errors="replace").splitlines()
-    if size > chunk and lines:
-        lines = lines[1:]  # the first one is probably cut
-    return lines[-n:]
+    return read_tail(path, max_lines=n).splitlines()
 
 
 def _media_widget(path: Path) -> widgets.Widget:
@@ -253,7 +244,8 @@ class WidgetUI:
         if problem is not None:
             _set_html(
                 self.feedback,
-                f"<span style='color:#b91c1c'>&#10007; {_display._esc(problem)}</span>",
+                f"<span style='color:#b91c1c;white-space:pre-wrap'>&#10007; "
+                f"{_display._esc(problem)}</span>",
             )
             return None
         _set_html(self.feedback, "<span style='color:#15803d'>&#10003; valid request</span>")
