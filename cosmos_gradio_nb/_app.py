@@ -28,10 +28,10 @@ _named_apps: dict[str, weakref.ref[NotebookApp]] = {}
 _named_lock = threading.Lock()
 
 
-def _factory_spec(
+def _normalize_factory(
     factory: Callable[[], Any] | str | None, module: str | None, function: str | None
-) -> tuple[FactorySpec, str]:
-    """Turn the user's way of naming the factory into what a worker needs, plus a label."""
+) -> tuple[Callable[[], Any] | None, str, str]:
+    """Check the user's way of naming the factory: ``(callable or None, module, function)``."""
     if factory is not None and module is not None:
         raise TypeError("give either factory=... or factory_module=..., not both")
     if isinstance(factory, str):
@@ -42,17 +42,36 @@ def _factory_spec(
     if factory is not None:
         if not callable(factory):
             raise TypeError(f"factory must be callable, got {type(factory).__name__}")
-        import cloudpickle  # by value for notebook-defined (__main__) functions, by reference otherwise
-
-        label = f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', '?')}"
-        return {"pickled": cloudpickle.dumps(factory)}, label
+        module = getattr(factory, "__module__", None) or "?"
+        function = getattr(factory, "__qualname__", None) or "?"
+        return factory, module, function
     if not module:
         raise TypeError(
             "no model factory: pass factory_module='my_pkg.my_model' (and factory_function), "
             "or factory=create_worker"
         )
-    function = function or "create_worker"
-    return {"module": module, "function": function}, f"{module}:{function}"
+    return None, module, function or "create_worker"
+
+
+def _factory_label(
+    factory: Callable[[], Any] | str | None, module: str | None, function: str | None
+) -> str:
+    """``"module:function"``: the factory's name, and a NotebookApp's default name."""
+    _, module, function = _normalize_factory(factory, module, function)
+    return f"{module}:{function}"
+
+
+def _factory_spec(
+    factory: Callable[[], Any] | str | None, module: str | None, function: str | None
+) -> tuple[FactorySpec, str]:
+    """What a worker needs to build the model, plus the factory's label."""
+    fn, module, function = _normalize_factory(factory, module, function)
+    label = f"{module}:{function}"
+    if fn is not None:
+        import cloudpickle  # by value for notebook-defined (__main__) functions, by reference otherwise
+
+        return {"pickled": cloudpickle.dumps(fn)}, label
+    return {"module": module, "function": function}, label
 
 
 class _BaseApp:
@@ -290,9 +309,8 @@ class NotebookApp(_BaseApp):
         factory_function: str | None = "create_worker",
         **kwargs: Any,
     ) -> None:
-        spec_name = (
-            kwargs.get("name")
-            or _factory_spec(kwargs.get("factory"), factory_module, factory_function)[1]
+        spec_name = kwargs.get("name") or _factory_label(
+            kwargs.get("factory"), factory_module, factory_function
         )
         with _named_lock:
             ref = _named_apps.get(spec_name)
