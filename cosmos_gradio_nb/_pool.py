@@ -455,11 +455,9 @@ class WorkerPool:
             remote_traceback=details,
         )
         self._log_app(f"group {group.index} rank {rank.rank} failed to start: {summary}")
-        group.expect_exit = True
         give_up = not group.ever_ready or group.start_failures >= MAX_START_FAILURES
         self._kill_group_locked(group, restart_delay=None if give_up else self._backoff(group))
-        if give_up:
-            group.state = "failed"
+        if give_up:  # _kill_group_locked marked it failed (stopped, if closing)
             group.error = error
             self._log_app(
                 f"group {group.index} given up after {group.start_failures} failed start(s)"
@@ -584,8 +582,8 @@ class WorkerPool:
         if self._closing:
             return
         if group.expect_exit:
-            # We killed it (terminate, timeout, peer failure, failed start): finish the kill.
-            self._kill_group_locked(group, restart_delay=self._restart_delay(group))
+            # We killed the whole group (terminate, timeout, peer failure, failed start) and
+            # set its state then: restart once its last rank is reaped.
             self._maybe_respawn_locked(group)
             return
         how = signal_name(code) or f"exit code {code}"
@@ -614,13 +612,6 @@ class WorkerPool:
         group.start_failures += 1
         self._kill_group_locked(group, restart_delay=self._backoff(group))
         self._maybe_respawn_locked(group)
-
-    def _restart_delay(self, group: _Group) -> float | None:
-        return (
-            None
-            if group.state in ("failed", "stopped")
-            else (max(0.0, (group.restart_at or 0) - time.monotonic()))
-        )
 
     def _maybe_respawn_locked(self, group: _Group) -> None:
         if any(r.alive for r in group.ranks) or group.state != "restarting":
