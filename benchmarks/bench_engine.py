@@ -8,6 +8,10 @@ Goals (from the engine issue):
 2. 10,000 queued no-op requests, every result checked, parent memory growth < 20 MB;
 3. start-up overhead beyond the model's initializer, for 2 workers, < 2 s;
 4. SIGKILL of a busy worker to the failed future < 1 s.
+
+And from the hardening issue:
+5. while one worker floods its output (one 200 MB line), the other group's p99 < 50 ms;
+6. crash detection while a done-callback of another request blocks for 5 s: < 1 s.
 """
 
 from __future__ import annotations
@@ -41,6 +45,14 @@ class NoOp:
     def infer(self, args: dict[str, Any]) -> dict[str, Any]:
         if args.get("hang"):
             time.sleep(3600)
+        time.sleep(float(args.get("sleep") or 0))
+        flood = int(args.get("flood_mb") or 0)
+        if flood:  # one line of flood_mb MB, as a model printing a huge tensor would
+            chunk = "x" * 2**20
+            for _ in range(flood):
+                sys.stdout.write(chunk)
+            sys.stdout.write("\n")
+            sys.stdout.flush()
         return {"i": args.get("i")}
 
 
@@ -103,6 +115,75 @@ def filesystem_floor(root: Path, n: int) -> list[float]:
         write_status(folder, finish_status(status, "succeeded", returned={"i": i}))
         times.append(time.perf_counter() - t0)
     return times
+
+
+def flood_figures(app: NotebookApp, flood_mb: int) -> dict[str, Any]:
+    """5. Latency of group B's requests while group A's worker prints one huge line."""
+    gc.collect()
+    before = rss_mb()
+    flood = app.infer({"flood_mb": flood_mb})
+    while flood.state == "queued":
+        time.sleep(0.001)
+    times = []
+    peak = before
+    t_flood = time.perf_counter()
+    while not flood.done() or len(times) < 20:
+        t = time.perf_counter()
+        app.infer({"i": len(times)}).result(60)
+        times.append(time.perf_counter() - t)
+        if len(times) % 50 == 0:
+            peak = max(peak, rss_mb())
+        if time.perf_counter() - t_flood > 120:
+            break
+    flood_s = time.perf_counter() - t_flood
+    flood.result(120)
+    gc.collect()
+    after = rss_mb()
+    p50, p99, worst = percentile(times, 0.5), percentile(times, 0.99), max(times)
+    print(
+        f"flood: one {flood_mb} MB line on group A's stdout ({flood_s:.1f} s); group B's requests "
+        f"meanwhile ({len(times)}): p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms, max "
+        f"{worst * 1000:.1f} ms (goal p99 < 50 ms); parent RSS +{peak - before:.0f} MB at peak, "
+        f"+{after - before:.0f} MB after; the request's log holds "
+        f"{sum(len(x) for x in flood.result().log) / 2**20:.2f} MB"
+    )
+    return {
+        "flood_mb": flood_mb,
+        "flood_other_group_p50_ms": round(p50 * 1000, 2),
+        "flood_other_group_p99_ms": round(p99 * 1000, 2),
+        "flood_other_group_max_ms": round(worst * 1000, 1),
+        "flood_rss_peak_growth_mb": round(peak - before, 1),
+        "flood_rss_growth_after_mb": round(after - before, 1),
+    }
+
+
+def callback_block_figures(app: NotebookApp, block_s: float = 5.0) -> dict[str, Any]:
+    """6. A done-callback of group A's request blocks; how fast is group B's crash noticed?"""
+    import threading
+
+    release = threading.Event()
+    first = app.infer({"sleep": 0.3})
+    first.add_done_callback(lambda _: release.wait(block_s))
+    first.result(30)
+    hung = app.infer({"hang": True})
+    t0 = time.perf_counter()
+    while hung.state != "running" and time.perf_counter() - t0 < 10:
+        time.sleep(0.001)
+    pid = next(w.pid for w in app.workers() if w.request_id == hung.request_id)
+    t = time.perf_counter()
+    os.kill(pid, signal.SIGKILL)
+    try:
+        hung.result(30)
+    except WorkerCrashedError:
+        pass
+    detect = time.perf_counter() - t
+    release.set()
+    print(
+        f"crash detection while another request's done-callback blocks {block_s:g} s: "
+        f"{detect * 1000:.1f} ms (goal < 1000 ms)"
+    )
+    app.wait_ready(30)
+    return {"crash_detect_while_callback_blocks_ms": round(detect * 1000, 1)}
 
 
 def rss_mb() -> float:
@@ -220,6 +301,8 @@ def main() -> int:
         f"crash detection over {n_crash} SIGKILLs of a busy worker: median "
         f"{statistics.median(detections) * 1000:.1f} ms, max {max(detections) * 1000:.1f} ms (goal < 1000 ms)"
     )
+    out.update(flood_figures(app, 20 if args.quick else 200))
+    out.update(callback_block_figures(app))
     app.close()
     print("BENCH_ENGINE " + json.dumps(out))
     return 0

@@ -176,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     if args.exit_with_parent:
-        from ._worker import set_parent_death_signal
+        from ._keeper import set_parent_death_signal
 
         parent = os.getppid()
         set_parent_death_signal(signal.SIGTERM)  # -> on_signal -> a clean shutdown

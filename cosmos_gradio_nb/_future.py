@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 from collections.abc import Callable
 from concurrent.futures._base import (
     CANCELLED,
@@ -14,10 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._callbacks import run_callback
+
 if TYPE_CHECKING:
     from ._request import Request
 
 __all__ = ["InferenceFuture", "InferenceResult", "RequestState"]
+
+logger = logging.getLogger("cosmos_gradio_nb")
 
 RequestState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -80,6 +85,7 @@ class InferenceFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         self.progress_message: str = ""
         """The model's last progress message (a tqdm bar's description, say)."""
         self._progress_callbacks: list[Callable[[InferenceFuture], None]] = []
+        self._progress_queued = False
 
     # -- identity and state -------------------------------------------------------------
     @property
@@ -147,7 +153,12 @@ class InferenceFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         return self._request.pool.terminate(self._request)
 
     def add_progress_callback(self, fn: Callable[[InferenceFuture], None]) -> None:
-        """Call ``fn(future)`` on every progress report (from the pool's thread: be quick)."""
+        """Call ``fn(future)`` after progress reports, then read ``progress``.
+
+        Callbacks run on the library's callback threads, never on the thread that
+        watches the workers, and in order with this future's done-callbacks. Reports
+        that arrive while a callback still runs are folded into one call.
+        """
         self._progress_callbacks.append(fn)
 
     # -- used by the pool ---------------------------------------------------------------
@@ -168,11 +179,35 @@ class InferenceFuture(concurrent.futures.Future):  # type: ignore[type-arg]
     def _set_progress(self, fraction: float | None, message: str) -> None:
         self.progress = fraction
         self.progress_message = message
-        for fn in self._progress_callbacks:
+        if self._progress_callbacks and not self._progress_queued:
+            self._progress_queued = True
+            run_callback(self, self._run_progress_callbacks)
+
+    def _run_progress_callbacks(self) -> None:
+        self._progress_queued = False  # a report from now on queues another call
+        for fn in list(self._progress_callbacks):
             try:
                 fn(self)
-            except Exception:  # a display callback must never break dispatch
-                pass
+            except Exception:  # a display callback must never break another
+                logger.exception("a progress callback of request %s raised", self.request_id)
+
+    def add_done_callback(self, fn: Callable[[concurrent.futures.Future[Any]], object]) -> None:
+        """Call ``fn(future)`` once the request ends, on the library's callback threads.
+
+        Not on the thread that completed the future (the engine's): a callback that
+        blocks, waits for another request or closes the app must not stall it. Done
+        callbacks of one future run in order, after its progress callbacks. On a
+        future already done, ``fn`` runs at once in the calling thread, as the
+        standard ``Future`` does.
+        """
+        if self.done():
+            super().add_done_callback(fn)
+            return
+
+        def hand_off(future: concurrent.futures.Future[Any]) -> None:
+            run_callback(self, lambda: fn(future))
+
+        super().add_done_callback(hand_off)
 
     def _force_cancel(self) -> None:
         """Cancel a running future (after terminate): wake result(), wait() and callbacks."""

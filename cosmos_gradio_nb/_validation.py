@@ -102,7 +102,7 @@ def check_json(params: Any) -> None:
         raise ValidationError(
             f"parameters must be a JSON object (dict), got {type(params).__name__}"
         )
-    bad = _find_unserializable(params, "")
+    bad = find_unserializable(params)
     if bad is not None:
         path, value = bad
         raise ValidationError(
@@ -112,14 +112,15 @@ def check_json(params: Any) -> None:
         )
 
 
-def _find_unserializable(value: Any, path: str) -> tuple[str, Any] | None:
+def find_unserializable(value: Any, path: str = "") -> tuple[str, Any] | None:
+    """``(dotted key, value)`` of the first value strict JSON cannot encode, or None."""
     if value is None or isinstance(value, (str, bool, int)):
         return None
     if isinstance(value, float):
         return None if math.isfinite(value) else (path or "(root)", value)
     if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            found = _find_unserializable(item, f"{path}[{i}]")
+            found = find_unserializable(item, f"{path}[{i}]")
             if found:
                 return found
         return None
@@ -127,7 +128,7 @@ def _find_unserializable(value: Any, path: str) -> tuple[str, Any] | None:
         for key, item in value.items():
             if not isinstance(key, str):
                 return (f"{path}.{key!r}" if path else repr(key), key)
-            found = _find_unserializable(item, f"{path}.{key}" if path else key)
+            found = find_unserializable(item, f"{path}.{key}" if path else key)
             if found:
                 return found
         return None

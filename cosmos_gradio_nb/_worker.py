@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import pickle
 import sys
@@ -20,6 +21,7 @@ import traceback
 from typing import Any, Protocol
 
 from . import _progress
+from ._keeper import start_keeper
 from ._outputs import base_status, finish_status, write_status
 from ._protocol import FactorySpec, InferMsg, InitMsg
 
@@ -116,12 +118,13 @@ def run_request(
         _progress.set_reporter(reporter)
     try:
         returned = model.infer(dict(msg["params"]))
-        if returned is not None and not isinstance(returned, dict):
-            raise TypeError(f"infer() returned {type(returned).__name__}; return a dict or None")
+        check_returned(returned)
     except BaseException as exc:
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        if isinstance(exc, KeyboardInterrupt):
             raise
         fields = _error_fields(exc)
+        if isinstance(exc, SystemExit):  # argparse in infer, say: report it, keep serving
+            fields["message"] = f"the model called sys.exit({exc.code!r}) inside infer()"
         if status is not None:
             error = {"type": fields["error_type"], "message": fields["message"]}
             error["traceback"] = fields["traceback"]
@@ -139,6 +142,28 @@ def run_request(
     _flush_std()
     with send_lock:
         conn.send({"type": "done", "id": request_id, "status": status})
+
+
+def check_returned(returned: object) -> None:
+    """Refuse a return value that status.json (strict JSON) could not hold, naming the key."""
+    if returned is None:
+        return
+    if not isinstance(returned, dict):
+        raise TypeError(f"infer() returned {type(returned).__name__}; return a dict or None")
+    try:
+        json.dumps(returned, allow_nan=False)
+        return
+    except (TypeError, ValueError, RecursionError):
+        pass
+    from ._validation import find_unserializable
+
+    bad = find_unserializable(returned)
+    where, value = bad if bad is not None else ("(root)", returned)
+    raise TypeError(
+        f"infer() returned a value that JSON cannot hold at key {where!r} "
+        f"({type(value).__name__}: {value!r:.80}); return numbers, strings, booleans, "
+        "lists and dicts (NaN and Infinity are not JSON)"
+    )
 
 
 def serve(
@@ -159,38 +184,14 @@ def serve(
             print(f"cosmos_gradio_nb worker: ignoring unknown message {kind!r}", file=sys.stderr)
 
 
-def set_parent_death_signal(sig: int) -> bool:
-    """Ask Linux to send ``sig`` when our parent dies (prctl PR_SET_PDEATHSIG).
-
-    Returns False where that is not available (not Linux). Callers should then
-    compare ``os.getppid()`` with the parent they expect, in case it died first.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    PR_SET_PDEATHSIG = 1
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig) == 0
-    except Exception:
-        return False
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """SIGKILL us when the parent dies, so no orphan keeps a GPU."""
-    import signal
-
-    set_parent_death_signal(signal.SIGKILL)
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = argparse.ArgumentParser(prog="cosmos_gradio_nb._worker")
     args.add_argument("--fd", type=int, required=True, help="the control socket's descriptor")
     args.add_argument("--parent", type=int, required=True, help="the parent's pid")
     ns = args.parse_args(argv)
-    _die_with_parent(ns.parent)
+    # First thing, before the model is imported: fork; this process stays above the
+    # worker as its keeper (see _keeper.py) and only the child returns here.
+    start_keeper(ns.parent, (ns.fd,))
 
     from multiprocessing.connection import Connection as MpConnection
 
