@@ -11,6 +11,7 @@ package too, and must not pay for gradio or ipywidgets.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from typing import TYPE_CHECKING, Any
 
 from ._exceptions import (
@@ -19,8 +20,10 @@ from ._exceptions import (
     InferenceError,
     InferenceTimeoutError,
     QueueFullError,
+    RequestRefusedError,
     ValidationError,
     WorkerCrashedError,
+    WorkerError,
     WorkerStartupError,
 )
 from ._progress import report_progress
@@ -33,7 +36,10 @@ if TYPE_CHECKING:
     from ._ui import create_gradio_UI
     from ._widgets import create_widget_UI
 
-__version__ = "0.1.0"
+try:  # one source of truth: the installed package's metadata (pyproject.toml)
+    __version__ = importlib.metadata.version("cosmos_gradio_nb")
+except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "AppClosedError",
@@ -46,8 +52,10 @@ __all__ = [
     "InferenceTimeoutError",
     "NotebookApp",
     "QueueFullError",
+    "RequestRefusedError",
     "ValidationError",
     "WorkerCrashedError",
+    "WorkerError",
     "WorkerInfo",
     "WorkerStartupError",
     "check_asset_path",

@@ -3,13 +3,18 @@
 ::
 
     CosmosGradioError
-     ├── ValidationError          (also ValueError)   bad parameters, raised in the caller
-     ├── InferenceError                               ``infer`` raised; the worker stays up
-     ├── WorkerCrashedError                           a worker process died mid-request
-     ├── InferenceTimeoutError    (also TimeoutError) a request ran past its timeout
-     ├── WorkerStartupError                           the factory failed or a worker died starting
-     ├── QueueFullError                               ``max_queue_size`` reached
+     ├── RequestRefusedError                          refused before it was queued: nothing ran
+     │    ├── ValidationError      (also ValueError)  bad parameters, raised in the caller
+     │    └── QueueFullError                          ``max_queue_size`` reached
+     ├── WorkerError                                  failed on the workers
+     │    ├── InferenceError                          ``infer`` raised; the worker stays up
+     │    ├── WorkerCrashedError                      a worker process died mid-request
+     │    ├── InferenceTimeoutError (also TimeoutError) a request ran past its timeout
+     │    └── WorkerStartupError                      the factory failed or a worker died starting
      └── AppClosedError                               the app was closed
+
+Catch by category: ``RequestRefusedError`` means fix the request (or wait) and
+send it again; ``WorkerError`` means the model or its process failed.
 
 Every exception pickles with its attributes, so it survives a trip through
 ``multiprocessing``, ``gradio_client`` or a notebook's ``pickle``.
@@ -25,8 +30,10 @@ __all__ = [
     "InferenceError",
     "InferenceTimeoutError",
     "QueueFullError",
+    "RequestRefusedError",
     "ValidationError",
     "WorkerCrashedError",
+    "WorkerError",
     "WorkerStartupError",
 ]
 
@@ -56,7 +63,15 @@ class CosmosGradioError(Exception):
         return self.message
 
 
-class ValidationError(CosmosGradioError, ValueError):
+class RequestRefusedError(CosmosGradioError):
+    """The request was refused before it was queued; nothing ran. Fix it, or wait, and resend."""
+
+
+class WorkerError(CosmosGradioError):
+    """The request failed on the workers: the model raised, or its process died or hung."""
+
+
+class ValidationError(RequestRefusedError, ValueError):
     """The request's parameters were rejected before they were queued.
 
     Attributes
@@ -68,7 +83,7 @@ class ValidationError(CosmosGradioError, ValueError):
     key: str | None = None
 
 
-class InferenceError(CosmosGradioError):
+class InferenceError(WorkerError):
     """The model's ``infer`` raised. The worker stays up and serves the next request.
 
     Attributes
@@ -87,7 +102,7 @@ class InferenceError(CosmosGradioError):
     remote_traceback: str = ""
 
 
-class WorkerCrashedError(CosmosGradioError):
+class WorkerCrashedError(WorkerError):
     """A worker process died while running the request; its group is restarted.
 
     Attributes
@@ -110,14 +125,14 @@ class WorkerCrashedError(CosmosGradioError):
     last_log_lines: list[str] = []
 
 
-class InferenceTimeoutError(CosmosGradioError, TimeoutError):
+class InferenceTimeoutError(WorkerError, TimeoutError):
     """The request ran longer than its timeout; its group was restarted."""
 
     request_id: str | None = None
     timeout: float | None = None
 
 
-class WorkerStartupError(CosmosGradioError):
+class WorkerStartupError(WorkerError):
     """The model factory failed (or a worker died) while starting.
 
     Attributes
@@ -133,7 +148,7 @@ class WorkerStartupError(CosmosGradioError):
     remote_traceback: str = ""
 
 
-class QueueFullError(CosmosGradioError):
+class QueueFullError(RequestRefusedError):
     """``max_queue_size`` requests are already waiting; try again later."""
 
 
