@@ -110,7 +110,9 @@ def write_status(output_dir: str, status: dict[str, Any]) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
     # Compact JSON through the C encoder and one write: this runs once per request
     # on the path back to the caller.
-    data = json.dumps(status, default=str).encode()
+    # Strict JSON (no NaN or Infinity, which browsers' JSON.parse refuses); the worker
+    # has already refused a returned value JSON cannot hold, so this cannot fail there.
+    data = json.dumps(status, allow_nan=False).encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.write(fd, data)
