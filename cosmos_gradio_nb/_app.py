@@ -8,13 +8,15 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
-from ._env import DeploymentEnv
+from ._env import DeploymentEnv, app_settings
 from ._exceptions import ValidationError
 from ._future import InferenceFuture, InferenceResult
+from ._local import LocalBackend
 from ._outputs import new_request_id, request_folder
-from ._pool import WorkerPool
+from ._pool import BackendFactory, WorkerPool
 from ._protocol import FactorySpec
 from ._request import PoolConfig, Request, WorkerInfo
 from ._validation import app_asset_dirs, check_json, make_validator, pydantic_model_of
@@ -53,14 +55,6 @@ def _normalize_factory(
     return None, module, function or "create_worker"
 
 
-def _factory_label(
-    factory: Callable[[], Any] | str | None, module: str | None, function: str | None
-) -> str:
-    """``"module:function"``: the factory's name, and a NotebookApp's default name."""
-    _, module, function = _normalize_factory(factory, module, function)
-    return f"{module}:{function}"
-
-
 def _factory_spec(
     factory: Callable[[], Any] | str | None, module: str | None, function: str | None
 ) -> tuple[FactorySpec, str]:
@@ -74,8 +68,53 @@ def _factory_spec(
     return {"module": module, "function": function}, label
 
 
+def _resolve_env(env: DeploymentEnv | None, settings: dict[str, Any]) -> DeploymentEnv:
+    """The app's settings: ``env`` (or the environment), overridden by its arguments."""
+    if env is None:
+        env = DeploymentEnv(**settings)
+    elif settings:
+        env = DeploymentEnv(**{**env.model_dump(exclude_none=True), **settings})
+    return env.resolved()
+
+
+def _backend_factory(env: DeploymentEnv) -> BackendFactory:
+    """How the pool makes its worker-group backend (imports Ray only when asked for)."""
+    if env.backend == "ray":
+        from ._ray import ray_backend
+
+        return ray_backend(env)
+    return lambda emit: LocalBackend(emit, num_gpus=env.num_gpus, group_size=env.group_size)
+
+
 class _BaseApp:
-    """What both apps share: settings, validation, the worker pool and the history."""
+    """What both apps share: settings, validation, the worker pool and the history.
+
+    Parameters
+    ----------
+    validator:
+        A callable ``dict -> dict`` that raises on bad parameters, or a pydantic model
+        class; it runs in this process before anything is queued.
+    factory_module, factory_function:
+        Where the workers find the model factory (the seed's way).
+    factory:
+        Instead: the factory itself (``create_worker``, defined anywhere, even in a
+        notebook), or ``"package.module:function"``.
+    name:
+        A NotebookApp replaces a live app of the same name (default: the factory).
+    env:
+        A :class:`DeploymentEnv` to start from (default: read the environment).
+    model_name ... max_upload_mb:
+        The settings of :class:`DeploymentEnv`, each overriding its environment
+        variable (``num_gpus`` overrides ``NUM_GPUS``); see its fields for their meaning.
+    max_queue_size:
+        Refuse new requests with QueueFullError past this many waiting (default: no limit).
+    worker_env:
+        Extra environment variables for the workers.
+    echo_logs:
+        Also copy worker output to this process's stderr (the server does).
+    history_size:
+        How many of this app's futures ``history`` keeps.
+    """
 
     def __init__(
         self,
@@ -89,34 +128,38 @@ class _BaseApp:
         model_name: str | None = None,
         num_gpus: int | None = None,
         gpus_per_model: int | None = None,
-        output_dir: str | None = None,
-        uploads_dir: str | None = None,
-        log_file: str | None = None,
-        checkpoint_dir: str | None = None,
+        checkpoint_dir: str | Path | None = None,
         worker_timeout: float | None = None,
+        startup_timeout: float | None = None,
+        backend: Literal["local", "ray"] | None = None,
+        ray_address: str | None = None,
+        shared_output_dir: bool | None = None,
+        placement_timeout: float | None = None,
+        output_dir: str | Path | None = None,
+        uploads_dir: str | Path | None = None,
+        asset_dirs: list[str | Path] | str | None = None,
+        log_file: str | Path | None = None,
+        log_max_mb: float | None = None,
+        log_backups: int | None = None,
+        max_upload_mb: float | None = None,
         max_queue_size: int | None = None,
         worker_env: dict[str, str] | None = None,
         echo_logs: bool = False,
         history_size: int = 1000,
     ) -> None:
+        given = locals()
+        settings = {k: given[k] for k in app_settings() if given[k] is not None}
+        # Everything that can be wrong is checked before anything is started or replaced.
         spec, label = _factory_spec(factory, factory_module, factory_function)
         self.name = name or label
-        self.env = self._resolve_env(
-            env,
-            model_name=model_name,
-            num_gpus=num_gpus,
-            gpus_per_model=gpus_per_model,
-            output_dir=output_dir,
-            uploads_dir=uploads_dir,
-            log_file=log_file,
-            checkpoint_dir=checkpoint_dir,
-            worker_timeout=worker_timeout,
-        )
+        self.env = _resolve_env(env, settings)
         if max_queue_size is not None and max_queue_size < 1:
             raise ValueError(f"max_queue_size must be at least 1 (got {max_queue_size})")
         self.validator = validator
         self._validate = make_validator(validator)
         self._history: deque[InferenceFuture] = deque(maxlen=history_size)
+        backend_factory = _backend_factory(self.env)
+        self._before_start()
         self._pool = WorkerPool(
             PoolConfig(
                 factory=spec,
@@ -124,27 +167,18 @@ class _BaseApp:
                 worker_env=dict(worker_env or {}),
                 max_queue_size=max_queue_size,
                 echo_logs=echo_logs,
-            )
+            ),
+            backend_factory,
         )
         # Closes the workers when the app is garbage-collected or the interpreter exits.
         self._finalizer = weakref.finalize(self, self._pool.close)
+        self._after_start()
 
-    @staticmethod
-    def _resolve_env(env: DeploymentEnv | None, **overrides: Any) -> DeploymentEnv:
-        given = {k: v for k, v in overrides.items() if v is not None}
-        if env is None:
-            env = DeploymentEnv(**given)
-        elif given:
-            env = DeploymentEnv(**{**env.model_dump(exclude_none=True), **given})
-        # Absolute paths: workers, the UI and status.json must agree whatever the cwd.
-        return env.model_copy(
-            update={
-                "output_dir": env.output_dir.expanduser().resolve(),
-                "uploads_dir": env.uploads_dir.expanduser().resolve(),
-                "log_file": env.log_file.expanduser().resolve(),
-                "checkpoint_dir": env.checkpoint_dir.expanduser().resolve(),
-            }
-        )
+    def _before_start(self) -> None:
+        """Called once the arguments are checked, before any worker starts."""
+
+    def _after_start(self) -> None:
+        """Called once the workers are starting."""
 
     # ------------------------------------------------------------------ validation
     def validate(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -267,8 +301,17 @@ class _BaseApp:
         return self._pool.queue_length
 
     def workers(self) -> list[WorkerInfo]:
-        """One entry per worker process: group, rank, GPU, pid, state, current request."""
+        """One entry per worker process: group, rank, GPU, pid, node, state, current request."""
         return self._pool.workers()
+
+    def restart_workers(self) -> int:
+        """Start given-up (or backing-off) worker groups now, rather than at their next retry.
+
+        A group is given up after failed starts (a broken factory, a full GPU); it is
+        retried on its own after a while, and this retries it at once once the cause
+        is fixed. Returns how many groups were restarted.
+        """
+        return self._pool.restart_failed()
 
     @property
     def history(self) -> list[InferenceFuture]:
@@ -298,27 +341,21 @@ class NotebookApp(_BaseApp):
     """The app for notebooks and scripts: returns at once, ``infer`` gives a future.
 
     Creating a NotebookApp with the ``name`` of a live one (default: the factory)
-    closes the old one first, so re-running a cell never piles up workers.
+    closes the old one first, so re-running a cell never piles up workers; a
+    mistake in the new app's arguments raises before the old one is touched.
     Displaying the app in a notebook shows a live panel of its workers and jobs.
+    See :class:`_BaseApp` for the parameters.
     """
 
-    def __init__(
-        self,
-        validator: Any = None,
-        factory_module: str | None = None,
-        factory_function: str | None = "create_worker",
-        **kwargs: Any,
-    ) -> None:
-        spec_name = kwargs.get("name") or _factory_label(
-            kwargs.get("factory"), factory_module, factory_function
-        )
+    def _before_start(self) -> None:
         with _named_lock:
-            ref = _named_apps.get(spec_name)
+            ref = _named_apps.get(self.name)
             old = ref() if ref else None
         if old is not None and not old.closed:
-            logger.info("closing the previous NotebookApp %r before starting a new one", spec_name)
+            logger.info("closing the previous NotebookApp %r before starting a new one", self.name)
             old.close()
-        super().__init__(validator, factory_module, factory_function, **kwargs)
+
+    def _after_start(self) -> None:
         with _named_lock:
             _named_apps[self.name] = weakref.ref(self)
 
@@ -336,17 +373,11 @@ class GradioApp(_BaseApp):
     """The seed's app: the constructor waits for the workers, ``infer`` blocks.
 
     ``GradioApp(validator, factory_module, factory_function)`` keeps the seed's
-    signature; ``submit`` gives a future as on :class:`NotebookApp`.
+    signature; ``submit`` gives a future as on :class:`NotebookApp`. The wait is
+    bounded by ``STARTUP_TIMEOUT``. See :class:`_BaseApp` for the parameters.
     """
 
-    def __init__(
-        self,
-        validator: Any = None,
-        factory_module: str | None = None,
-        factory_function: str | None = "create_worker",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(validator, factory_module, factory_function, **kwargs)
+    def _after_start(self) -> None:
         try:
             self.wait_ready()
         except BaseException:

@@ -1,22 +1,28 @@
-"""Worker processes, the shared request queue, and everything that can go wrong between them.
+"""The shared request queue and the fault policy, over any worker-group backend.
 
 Design
 ------
-One *dispatcher thread* owns every worker's file descriptors and waits on all of
-them at once in one epoll set: the control sockets (replies, progress), the
-stdout/stderr pipes (log lines) and a pidfd per process, which becomes readable
-the instant the process dies. So a crash is noticed in milliseconds, not after a
-timeout. How a worker process is started and read lives in ``_process.py``.
+Callers (Python futures, UI events) append to one FIFO deque under the pool's
+lock and, when a group is idle, send the request themselves: the round trip
+costs one write, the worker, and one wake-up of the backend's thread.
 
-Callers (Python futures, UI events) append to one FIFO deque under a lock and,
-when a group is idle, send the request themselves: the round trip costs one
-socket write, the worker, and one wake-up of the dispatcher.
+The pool meets model groups only through a :class:`~._backend.WorkerBackend`:
+it asks for a group to be started, sent a request or stopped, and handles the
+events that come back (``_on_*`` below) on the backend's threads. One timer
+thread enforces every deadline: a request's timeout, a group's start-up
+timeout, the grace given to peer ranks after one failed, the backoff before a
+restart and the retry of a group given up.
 
 A *group* is ``GPUS_PER_MODEL`` ranks forming one torch.distributed job. Every
-rank of a group receives each request; rank 0's reply is the result, any rank's
-failure fails it. A group whose process dies, hangs past its timeout or is
-terminated is killed whole and restarted (with backoff); its request fails with
-a reason, queued requests wait for the next free group. Nothing is lost.
+rank receives each request; rank 0's reply is the result, any rank's failure
+fails it. A group whose process dies, hangs past its timeout or is terminated is
+stopped whole and restarted with backoff; its request fails with a reason,
+queued requests wait for the next free group. Only consecutive failed *starts*
+count toward giving a group up, and a given-up group is retried later, so a
+transient fault never needs a new app. Every accepted request ends with a
+status.json in its folder, whichever way it ended.
+
+User callbacks never run on these threads (see ``_callbacks.py``).
 """
 
 from __future__ import annotations
@@ -24,15 +30,26 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import os
-import selectors
-import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
+from ._backend import (
+    BackendBroken,
+    Died,
+    Emit,
+    Event,
+    Gone,
+    GroupSpec,
+    Output,
+    Progress,
+    Ready,
+    Reply,
+    SendError,
+    StartFailed,
+    WorkerBackend,
+)
 from ._exceptions import (
     AppClosedError,
     CosmosGradioError,
@@ -42,80 +59,73 @@ from ._exceptions import (
     WorkerCrashedError,
     WorkerStartupError,
 )
-from ._future import InferenceResult
+from ._groups import AfterStop, Group, GroupState, IdleFirst, move
+from ._logfile import LogFile
 from ._outputs import base_status, finish_status, write_status
-from ._process import WorkerProcess, free_port, gpu_assignment, group_environment, signal_name
 from ._request import (
     PoolConfig,
     Request,
     WorkerInfo,
+    build_result,
     err_dict,
     err_dict_from_reply,
     failer,
     resolver,
 )
 
-__all__ = ["WorkerPool"]
+__all__ = ["BackendFactory", "WorkerPool"]
 
 logger = logging.getLogger("cosmos_gradio_nb")
 
-MAX_REQUEST_LOG = 10_000  # lines kept per request
+BackendFactory = Callable[[Emit], WorkerBackend]
 PEER_GRACE = 10.0  # seconds the other ranks get to finish after one rank failed
-MAX_START_FAILURES = 5  # consecutive failed (re)starts before a group is given up
-MAX_SLEEP = 1.0  # the dispatcher re-plans its timers at least this often (seconds)
+MAX_START_FAILURES = 5  # consecutive failed starts of a group that once served before giving up
+MAX_SLEEP = 1.0  # the timer re-plans at least this often (seconds)
+S = GroupState
 
 
-class _Group:
-    def __init__(self, index: int, ranks: list[WorkerProcess]) -> None:
-        self.index = index
-        self.ranks = ranks
-        # starting -> idle <-> busy; -> restarting -> starting; failed/stopped are final
-        self.state = "starting"
-        self.request: Request | None = None
-        self.restarts = 0
-        self.start_failures = 0
-        self.ever_ready = False
-        self.restart_at: float | None = None
-        self.peer_deadline: float | None = None
-        self.expect_exit = False  # we killed it on purpose: no crash report
-        self.error: WorkerStartupError | None = None  # why it was given up
+def _backoff(n: int) -> float:
+    """Seconds before the ``n``-th consecutive restart: at once, then 1, 2, 4... up to 30."""
+    return 0.0 if n <= 1 else min(30.0, 0.5 * 2 ** (n - 1))
 
 
 class WorkerPool:
-    """Starts the worker groups and runs requests on them (see the module docstring)."""
+    """Runs requests on model groups through a backend (see the module docstring)."""
 
-    def __init__(self, config: PoolConfig) -> None:
+    def __init__(self, config: PoolConfig, backend: BackendFactory) -> None:
         self.config = config
         env = config.env
         self._lock = threading.Lock()
+        self._timer_wake = threading.Condition(self._lock)
+        self._timer_until = 0.0  # when the timer's current wait ends (0: it is awake)
         self._pending: collections.deque[Request] = collections.deque()
         self._completions: list[Callable[[], None]] = []
+        self._log_lines: list[str] = []
         self._closing = False
         self._close_deadline = 0.0
+        self._forced = False
+        self._shut_down = False  # the backend is closed: the timer thread ends
         self._closed = threading.Event()
         self._ready = threading.Event()
         self._startup_error: WorkerStartupError | None = None
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        # One epoll set for the pool's life; only the dispatcher thread changes it.
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self._wake_r, selectors.EVENT_READ, ("wake", None, None))
-        self._sleep_until = float("inf")  # when the dispatcher's current wait ends
-        gpus = gpu_assignment(env.num_gpus)
-        size = env.group_size
-        self._groups = [
-            _Group(
-                g,
-                [WorkerProcess(g, r, gpus[g * size + r], self._unregister) for r in range(size)],
-            )
-            for g in range(env.num_groups)
-        ]
-        env.log_file.parent.mkdir(parents=True, exist_ok=True)
-        self._log: TextIO = open(env.log_file, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
-        self._thread = threading.Thread(
-            target=self._run, name=f"cosmos-gradio-dispatch-{id(self):x}", daemon=True
+        self._router = IdleFirst()
+        self._groups = [Group(g, env.group_size) for g in range(env.num_groups)]
+        self._log = LogFile(
+            env.log_file,
+            int(env.log_max_mb * 1024 * 1024),
+            env.log_backups,
+            echo=config.echo_logs,
         )
-        self._thread.start()
+        self._settings = {**env.worker_environment(), **config.worker_env}
+        self.backend = backend(self._emit)
+        self._timer = threading.Thread(
+            target=self._timer_loop, name=f"cosmos-gradio-timer-{id(self):x}", daemon=True
+        )
+        with self._lock:
+            for group in self._groups:
+                self._launch_locked(group)
+        self._timer.start()
+        self._flush()
 
     # ------------------------------------------------------------------ public API
     def submit(self, request: Request) -> None:
@@ -133,7 +143,7 @@ class WorkerPool:
                 )
             self._pending.append(request)
             self._dispatch_locked()
-        self._run_completions()
+        self._flush()
 
     def queue_position(self, request: Request) -> int | None:
         with self._lock:
@@ -151,26 +161,39 @@ class WorkerPool:
             return sum(1 for r in self._pending if not r.future.cancelled())
 
     def forget(self, request: Request) -> None:
-        """Drop a cancelled request from the queue."""
-        with self._lock, contextlib.suppress(ValueError):
-            self._pending.remove(request)
+        """Drop a request cancelled while queued; its status.json says so."""
+        with self._lock:
+            with contextlib.suppress(ValueError):
+                self._pending.remove(request)
+            self._record_locked(request, "cancelled", None)
+        self._flush()
 
     def terminate(self, request: Request) -> bool:
-        """Stop a running request by killing its group, which then restarts."""
+        """Stop a running request by stopping its group, which then restarts."""
         with self._lock:
             group = next((g for g in self._groups if g.request is request), None)
             if group is None:
                 return False
-            self._write_parent_status(request, "cancelled", None)
+            self._record_locked(request, "cancelled", None)
             self._log_app(f"request {request.id} terminated: restarting group {group.index}")
-            self._kill_group_locked(group, restart_delay=0.0)
+            self._stop_locked(group, AfterStop.RESTART)
             self._completions.append(request.future._force_cancel)
-        self._wake()
-        self._run_completions()
+        self._flush()
         return True
 
+    def restart_failed(self) -> int:
+        """Start every given-up or backing-off group now; returns how many."""
+        with self._lock:
+            todo = [g for g in self._groups if g.state in (S.FAILED, S.RESTARTING)]
+            if self._closing:
+                return 0
+            for group in todo:
+                self._restart_locked(group)
+        self._flush()
+        return len(todo)
+
     def wait_ready(self, timeout: float | None = None) -> None:
-        """Block until every group started (or failed); raise if none could start."""
+        """Block until every group started (or was given up); raise if none could start."""
         if not self._ready.wait(timeout):
             raise TimeoutError(f"workers not ready after {timeout} s")
         with self._lock:
@@ -188,135 +211,298 @@ class WorkerPool:
 
     def workers(self) -> list[WorkerInfo]:
         with self._lock:
-            infos = []
-            for g in self._groups:
-                for rank in g.ranks:
-                    infos.append(
-                        WorkerInfo(
-                            group=g.index,
-                            rank=rank.rank,
-                            gpu=rank.gpu,
-                            pid=rank.proc.pid if rank.proc else None,
-                            state=g.state,
-                            request_id=g.request.id if g.request else None,
-                            restarts=g.restarts,
-                        )
+            snapshot = [(g.index, g.state.value, g.request, g.restarts) for g in self._groups]
+        infos = []
+        for index, state, request, restarts in snapshot:
+            for rank in self.backend.ranks(index):
+                infos.append(
+                    WorkerInfo(
+                        group=index,
+                        rank=rank.rank,
+                        gpu=rank.device,
+                        pid=rank.pid,
+                        state=state,
+                        request_id=request.id if request else None,
+                        restarts=restarts,
+                        node=rank.node,
                     )
-            return infos
+                )
+        return infos
 
     def close(self, timeout: float = 5.0) -> None:
-        """Fail what is pending, stop every worker (SIGKILL after ``timeout`` s), free everything."""
+        """Fail what is pending, stop every group (killed after ``timeout`` s), free everything."""
         with self._lock:
-            if self._closing:
-                already = True
-            else:
-                already = False
+            first = not self._closing
+            if first:
                 self._closing = True
                 self._close_deadline = time.monotonic() + max(0.0, timeout)
                 error = AppClosedError("the app was closed before this request finished")
-                for request in self._pending:
-                    self._completions.append(failer(request.future, error))
-                self._pending.clear()
-                for g in self._groups:
-                    if g.request is not None:
-                        self._write_parent_status(g.request, "failed", err_dict(error))
-                        self._completions.append(failer(g.request.future, error))
-                        g.request = None
-                    for rank in g.ranks:
-                        if rank.conn is not None:
-                            with contextlib.suppress(OSError):
-                                rank.conn.send({"type": "shutdown"})
+                self._fail_all_locked(error)
+                for group in self._groups:
+                    self._close_group_locked(group)
                 self._ready.set()
-        self._run_completions()
-        self._wake()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout + 5.0)
-        if not already:
+                self._timer_wake.notify()
+        self._flush()
+        if not first:
             self._closed.wait(timeout + 5.0)
-
-    # ------------------------------------------------------------------ helpers
-    def _wake(self) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"x")
-
-    def _run_completions(self) -> None:
-        # Futures are completed outside the lock: their callbacks may call submit().
-        while True:
-            with self._lock:
-                if not self._completions:
-                    return
-                todo, self._completions = self._completions, []
-            for fn in todo:
-                try:
-                    fn()
-                except Exception:
-                    logger.exception("error while completing a request")
-
-    def _log_app(self, text: str) -> None:
-        self._write_lines([f"{time.strftime('%H:%M:%S')} [app] {text}"])
-        logger.info(text)
-
-    def _write_lines(self, lines: list[str]) -> None:
-        if not lines:
             return
-        block = "\n".join(lines) + "\n"
-        with contextlib.suppress(ValueError, OSError):
-            self._log.write(block)
-        if self.config.echo_logs:
-            with contextlib.suppress(Exception):
-                sys.__stderr__.write(block)  # type: ignore[union-attr]
+        if not self._closed.wait(timeout + 5.0):
+            logger.warning("cosmos_gradio_nb: worker groups did not stop in time; killing them")
+        self.backend.close()
+        with self._lock:
+            for group in self._groups:
+                group.state = S.STOPPED  # the backend is closed: nothing is left to wait for
+            self._closed.set()
+            self._shut_down = True
+            self._timer_wake.notify()
+        if threading.current_thread() is not self._timer:
+            self._timer.join(5.0)
+        self._flush()
+        self._log.close()
 
-    def _write_parent_status(
-        self, request: Request, state: str, error: dict[str, Any] | None
-    ) -> None:
-        status = base_status(
-            request_id=request.id,
-            model_name=self.config.env.model_name,
-            params=request.params,
-            output_dir=request.output_dir,
-            queued_at=request.queued_at,
-            started_at=request.started_at,
-            group=request.group,
+    # ------------------------------------------------------------------ events (backend threads)
+    def _emit(self, event: Event) -> None:
+        with self._lock:
+            try:
+                self._handle_locked(event)
+            except Exception:  # a bug here must not kill the backend's thread
+                logger.exception("cosmos_gradio_nb: error while handling %r", event)
+        self._flush()
+
+    def _handle_locked(self, event: Event) -> None:
+        if isinstance(event, BackendBroken):
+            self._broken_locked(event.message)
+            return
+        group = self._groups[event.group]
+        if event.incarnation != group.incarnation:
+            return  # about processes that were already replaced
+        if isinstance(event, Output):
+            self._on_output(group, event)
+        elif isinstance(event, Progress):
+            self._on_progress(group, event)
+        elif isinstance(event, Reply):
+            self._on_reply(group, event.rank, event.msg)
+        elif isinstance(event, Ready):
+            self._on_ready(group, event.rank)
+        elif isinstance(event, StartFailed):
+            if group.state is S.STARTING:
+                self._start_failed_locked(group, event.rank, event.summary, event.details)
+        elif isinstance(event, Died):
+            self._on_died(group, event)
+        elif isinstance(event, Gone):
+            self._on_gone(group)
+
+    def _on_output(self, group: Group, event: Output) -> None:
+        prefix = f"[g{group.index} r{event.rank}]"
+        tagged = [f"{prefix} {line}" for line in event.lines]
+        group.tail(event.rank).extend(tagged)
+        if group.request is not None:
+            group.request.add_log(tagged)
+        stamp = time.strftime("%H:%M:%S")
+        self._log_lines.extend(f"{stamp} {line}" for line in tagged)
+
+    def _on_progress(self, group: Group, event: Progress) -> None:
+        request = group.request
+        if request is not None and request.id == event.request_id:
+            fut, fraction, message = request.future, event.fraction, event.message
+            self._completions.append(lambda: fut._set_progress(fraction, message))
+
+    def _on_ready(self, group: Group, rank: int) -> None:
+        group.ready_ranks.add(rank)
+        if group.state is not S.STARTING or len(group.ready_ranks) < group.size:
+            return
+        move(group, S.IDLE)
+        group.start_deadline = None
+        group.start_failures = 0
+        group.error = None
+        if group.ever_ready:
+            group.restarts += 1
+        group.ever_ready = True
+        self._startup_error = None
+        ranks = self.backend.ranks(group.index)
+        where = ", ".join(
+            f"r{r.rank} pid {r.pid} on {(r.device and 'GPU ' + r.device) or 'CPU'}"
+            + (f" @ {r.node}" if self.backend.name != "local" else "")
+            for r in ranks
         )
-        with contextlib.suppress(OSError):
-            write_status(request.output_dir, finish_status(status, state, error=error))
+        self._log_app(f"group {group.index} ready ({where})")
+        self._update_ready_locked()
+        self._dispatch_locked()
 
-    # ------------------------------------------------------------------ spawning
-    def _spawn_group_locked(self, group: _Group) -> None:
-        group.state = "starting"
-        group.restart_at = None
+    def _on_reply(self, group: Group, rank: int, msg: dict[str, Any]) -> None:
+        request = group.request
+        if request is None or msg.get("id") != request.id:
+            return  # a late reply for a request already failed or terminated
+        request.replies[rank] = msg
+        if msg.get("type") == "error" and not request.failed:
+            request.failed = True
+            where = f" (group {group.index}, rank {rank})" if group.size > 1 else ""
+            error = InferenceError(
+                f"{msg.get('error_type')}: {msg.get('message')}{where}",
+                request_id=request.id,
+                rank=rank,
+                error_type=msg.get("error_type", ""),
+                remote_traceback=msg.get("traceback", ""),
+            )
+            self._completions.append(failer(request.future, error))
+            if len(request.replies) < group.size:
+                self._set_deadline_locked(group, "peer_deadline", PEER_GRACE)
+        if len(request.replies) == group.size:
+            self._finish_locked(group)
+
+    def _finish_locked(self, group: Group) -> None:
+        """Every rank replied: complete the request and free the group."""
+        request = group.request
+        assert request is not None
+        group.request = None
         group.peer_deadline = None
-        group.expect_exit = False
-        size = len(group.ranks)
-        env = group_environment(
-            self.config.env, group.index, size, free_port(), self.config.worker_env
-        )
-        for rank in group.ranks:
-            rank_env = dict(env, RANK=str(rank.rank), LOCAL_RANK=str(rank.rank))
-            rank_env["CUDA_VISIBLE_DEVICES"] = rank.gpu
-            init = {
-                "type": "init",
-                "factory": self.config.factory,
-                "sys_path": self.config.sys_path,
-                "group": group.index,
-                "rank": rank.rank,
-                "world_size": size,
-            }
-            rank.spawn(rank_env, init, self.config.cwd)
-            # Each registration remembers its process: an event for a rank that was
-            # respawned meanwhile is recognised as stale.
-            for fd, kind in rank.handles():
-                self._selector.register(fd, selectors.EVENT_READ, (kind, rank, rank.proc))
-        self._log_app(
-            f"starting group {group.index}: {size} rank(s) on GPU(s) "
-            f"{','.join(r.gpu for r in group.ranks) or 'none (CPU)'}, "
-            f"pids {', '.join(str(r.proc.pid) for r in group.ranks if r.proc)}"
-        )
+        move(group, S.IDLE)
+        if not request.failed:
+            group.crashes = 0
+            status = request.replies[0].get("status") or {}
+            self._completions.append(resolver(request.future, build_result(request, status)))
+        elif group.size > 1:
+            # A peer failed: rank 0 may have written "succeeded"; the failure wins.
+            error = next(r for r in request.replies.values() if r["type"] == "error")
+            self._record_locked(request, "failed", err_dict_from_reply(error))
+        self._dispatch_locked()
 
-    # ------------------------------------------------------------------ dispatch
+    def _on_died(self, group: Group, event: Died) -> None:
+        tail = list(group.tail(event.rank))
+        if group.state is S.STARTING:
+            details = "\n".join(tail[-20:])
+            self._start_failed_locked(group, event.rank, f"process died ({event.how})", details)
+            return
+        if group.state not in (S.IDLE, S.BUSY):
+            return  # we are stopping it already
+        request = group.request
+        self._log_app(
+            f"group {group.index} rank {event.rank} died ({event.how}); restarting the group"
+        )
+        if request is not None:
+            pid = f" (pid {event.pid})" if event.pid else ""
+            error = WorkerCrashedError(
+                f"worker group {group.index} rank {event.rank}{pid} died ({event.how}) while "
+                f"running request {request.id}; the group is being restarted and queued "
+                "requests will run after it. Last lines:\n" + "\n".join(tail[-10:]),
+                request_id=request.id,
+                group=group.index,
+                rank=event.rank,
+                exitcode=event.exitcode,
+                signal_name=event.signal_name,
+                last_log_lines=tail,
+            )
+            self._record_locked(request, "failed", err_dict(error))
+            self._completions.append(failer(request.future, error))
+        group.crashes += 1
+        self._stop_locked(group, AfterStop.RESTART, delay=_backoff(group.crashes))
+
+    def _on_gone(self, group: Group) -> None:
+        if group.state is not S.STOPPING:  # every rank ended at once, unasked
+            self._on_died(
+                group, Died(group.index, group.incarnation, 0, "the group's processes ended")
+            )
+            if group.state is not S.STOPPING:
+                return
+        if self._closing or group.after_stop is AfterStop.STOP:
+            move(group, S.STOPPED)
+            if all(g.state is S.STOPPED for g in self._groups):
+                self._closed.set()
+        elif group.after_stop is AfterStop.GIVE_UP:
+            move(group, S.FAILED)
+            group.give_ups += 1
+            delay = min(
+                self.config.retry_after * 2 ** (group.give_ups - 1), 10 * self.config.retry_after
+            )
+            self._set_deadline_locked(group, "restart_at", delay)
+        elif group.restart_at is not None and group.restart_at > time.monotonic():
+            move(group, S.RESTARTING)
+            self._timer_wake.notify()
+        else:
+            self._restart_locked(group)
+
+    def _broken_locked(self, message: str) -> None:
+        logger.error("cosmos_gradio_nb: %s", message)
+        error = CosmosGradioError(f"internal error: {message}")
+        self._closing = True
+        self._fail_all_locked(error)
+        for group in self._groups:
+            group.state = S.STOPPED  # nothing will answer: no transition to wait for
+        self._ready.set()
+        self._closed.set()
+
+    # ------------------------------------------------------------------ policy
+    def _launch_locked(self, group: Group) -> None:
+        """Ask the backend for a new incarnation of ``group`` (already STARTING)."""
+        group.incarnation += 1
+        group.ready_ranks.clear()
+        group.peer_deadline = group.restart_at = None
+        group.tails.clear()
+        self._set_deadline_locked(group, "start_deadline", self.config.env.startup_timeout)
+        self._log_app(f"starting group {group.index} ({group.size} rank(s), {self.backend.name})")
+        spec = GroupSpec(
+            index=group.index,
+            size=group.size,
+            incarnation=group.incarnation,
+            factory=self.config.factory,
+            env=dict(self._settings, COSMOS_GRADIO_GROUP=str(group.index)),
+            sys_path=self.config.sys_path,
+            cwd=self.config.cwd,
+        )
+        self.backend.start(spec)
+
+    def _restart_locked(self, group: Group) -> None:
+        if group.ever_ready or group.give_ups:
+            self._log_app(f"restarting group {group.index}")
+        if group.state is S.FAILED:  # a retry: requests may queue for it again
+            self._startup_error = None
+            if not group.ever_ready:
+                self._ready.clear()
+        move(group, S.STARTING)
+        self._launch_locked(group)
+
+    def _stop_locked(
+        self, group: Group, then: AfterStop, *, delay: float = 0.0, graceful: bool = False
+    ) -> None:
+        """Stop every rank of ``group``; once they are gone, do ``then``."""
+        group.request = None
+        group.peer_deadline = group.start_deadline = None
+        group.after_stop = then
+        group.restart_at = time.monotonic() + delay
+        move(group, S.STOPPING)
+        self.backend.stop(group.index, graceful=graceful)
+
+    def _start_failed_locked(self, group: Group, rank: int, summary: str, details: str) -> None:
+        group.start_failures += 1
+        error = WorkerStartupError(
+            f"worker group {group.index} rank {rank} failed to start: {summary}\n{details}".rstrip(),
+            group=group.index,
+            rank=rank,
+            remote_traceback=details,
+        )
+        self._log_app(f"group {group.index} rank {rank} failed to start: {summary}")
+        give_up = not group.ever_ready or group.start_failures >= MAX_START_FAILURES
+        if not give_up:
+            self._stop_locked(group, AfterStop.RESTART, delay=_backoff(group.start_failures))
+            return
+        self._stop_locked(group, AfterStop.GIVE_UP)
+        group.error = error
+        self._log_app(
+            f"group {group.index} given up after {group.start_failures} failed start(s); "
+            "it is tried again later, or at once with app.restart_workers()"
+        )
+        if all(g.given_up for g in self._groups):
+            self._startup_error = next(g.error for g in self._groups if g.error is not None)
+            self._fail_pending_locked(self._startup_error)
+        self._update_ready_locked()
+
+    def _update_ready_locked(self) -> None:
+        if all(g.ever_ready or g.given_up for g in self._groups):
+            self._ready.set()
+
     def _dispatch_locked(self) -> None:
         while self._pending:
-            group = next((g for g in self._groups if g.state == "idle"), None)
+            group = self._router.choose(self._groups)
             if group is None:
                 return
             request = self._pending.popleft()
@@ -324,10 +510,7 @@ class WorkerPool:
                 continue  # cancelled while queued
             request.started_at = time.time()
             request.group = group.index
-            request.deadline = (
-                time.monotonic() + request.timeout if request.timeout is not None else None
-            )
-            group.state = "busy"
+            move(group, S.BUSY)
             group.request = request
             msg = {
                 "type": "infer",
@@ -338,348 +521,173 @@ class WorkerPool:
                 "started_at": request.started_at,
             }
             try:
-                for rank in group.ranks:
-                    assert rank.conn is not None
-                    rank.conn.send(msg)
-            except (OSError, AssertionError):
-                # The group died under us and the dispatcher has not seen it yet:
-                # the request never ran, so it goes back to the head of the queue.
+                self.backend.send(group.index, msg)
+            except SendError:
+                # The group died under us and its Died event is on its way: the request
+                # never ran, so it goes back to the head of the queue.
                 request.future._unstart()
-                request.started_at = request.group = request.deadline = None
-                group.request = None
+                request.started_at = request.group = None
                 self._pending.appendleft(request)
-                self._kill_group_locked(group, restart_delay=0.0)
-                return
-            if request.deadline is not None and request.deadline < self._sleep_until:
-                self._wake()  # the dispatcher's wait must now end by this deadline
+                self._stop_locked(group, AfterStop.RESTART)
+                continue
+            if request.timeout is not None:
+                request.deadline = time.monotonic() + request.timeout
+                if request.deadline < self._timer_until:
+                    self._timer_wake.notify()
 
-    def _complete_locked(self, group: _Group) -> None:
-        """Every rank replied: finish the request and free the group."""
-        request = group.request
-        assert request is not None
-        group.request = None
-        group.peer_deadline = None
-        group.state = "idle"
-        if not request.failed:
-            status = request.replies[0].get("status") or {}
-            files = status.get("files") or {}
-            videos = [Path(p) for p in files.get("videos", [])]
-            images = [Path(p) for p in files.get("images", [])]
-            other = [Path(p) for p in files.get("other", [])]
-            result = InferenceResult(
-                request_id=request.id,
-                output_dir=Path(request.output_dir),
-                files=videos + images + other,
-                videos=videos,
-                images=images,
-                status=status,
-                log=list(request.log),
-                duration=float(status.get("duration") or 0.0),
-            )
-            group.start_failures = 0
-            self._completions.append(resolver(request.future, result))
-        elif len(group.ranks) > 1:
-            # A peer failed: rank 0 may have written "succeeded"; the failure wins.
-            error = next(r for r in request.replies.values() if r["type"] == "error")
-            self._write_parent_status(request, "failed", err_dict_from_reply(error))
-        self._dispatch_locked()
+    def _fail_pending_locked(self, error: BaseException) -> None:
+        """Fail every queued request with ``error``; each gets its status.json."""
+        for request in self._pending:
+            if not request.future.cancelled():
+                self._record_locked(request, "failed", err_dict(error))
+                self._completions.append(failer(request.future, error))
+        self._pending.clear()
 
-    def _on_reply(self, rank: WorkerProcess, msg: dict[str, Any]) -> None:
-        group = self._groups[rank.group]
-        kind = msg.get("type")
-        if kind == "ready":
-            self._drain_output(rank)  # the factory's own lines come first in the log
-            rank.ready = True
-            if group.state == "starting" and all(r.ready for r in group.ranks):
-                group.state = "idle"
-                if group.ever_ready:
-                    group.restarts += 1
-                group.ever_ready = True
-                self._log_app(f"group {group.index} ready")
-                self._update_ready_locked()
-                self._dispatch_locked()
-            return
-        if kind == "startup_error":
-            text = msg.get("traceback") or msg.get("message", "")
-            self._startup_failed_locked(
-                group, rank, f"{msg.get('error_type')}: {msg.get('message')}", text
-            )
-            return
-        request = group.request
-        if request is None or msg.get("id") != request.id:
-            return  # a late reply for a request already failed or terminated
-        if kind == "progress":
-            fut = request.future
-            fraction, message = msg.get("fraction"), msg.get("message", "")
-            self._completions.append(lambda: fut._set_progress(fraction, message))
-            return
-        if kind not in ("done", "error"):
-            return
-        self._drain_output(rank)  # lines printed before the reply belong to this request
-        request.replies[rank.rank] = msg
-        if kind == "error" and not request.failed:
-            request.failed = True
-            error = InferenceError(
-                f"{msg.get('error_type')}: {msg.get('message')}"
-                + (f" (group {group.index}, rank {rank.rank})" if len(group.ranks) > 1 else ""),
-                request_id=request.id,
-                rank=rank.rank,
-                error_type=msg.get("error_type", ""),
-                remote_traceback=msg.get("traceback", ""),
-            )
-            self._completions.append(failer(request.future, error))
-            if len(request.replies) < len(group.ranks):
-                group.peer_deadline = time.monotonic() + PEER_GRACE
-        if len(request.replies) == len(group.ranks):
-            self._complete_locked(group)
+    def _fail_all_locked(self, error: BaseException) -> None:
+        """Fail every queued and every running request with ``error``."""
+        self._fail_pending_locked(error)
+        for group in self._groups:
+            if group.request is not None:
+                self._record_locked(group.request, "failed", err_dict(error))
+                self._completions.append(failer(group.request.future, error))
+                group.request = None
 
-    def _update_ready_locked(self) -> None:
-        if all(g.ever_ready or g.state in ("failed", "stopped") for g in self._groups):
-            if not any(g.state in ("idle", "busy", "starting", "restarting") for g in self._groups):
-                first = next((g.error for g in self._groups if g.error is not None), None)
-                self._startup_error = first or WorkerStartupError("no worker group could start")
-                error = self._startup_error
-                for request in self._pending:
-                    self._completions.append(failer(request.future, error))
-                self._pending.clear()
-            self._ready.set()
+    def _close_group_locked(self, group: Group) -> None:
+        if group.state is S.IDLE:
+            self._stop_locked(group, AfterStop.STOP, graceful=True)  # the model's close() runs
+        elif group.state in (S.STARTING, S.BUSY):
+            self._stop_locked(group, AfterStop.STOP)
+        elif group.state in (S.RESTARTING, S.FAILED):
+            move(group, S.STOPPED)
+        elif group.state is S.STOPPING:
+            group.after_stop = AfterStop.STOP
+        if all(g.state is S.STOPPED for g in self._groups):
+            self._closed.set()
 
-    def _startup_failed_locked(
-        self, group: _Group, rank: WorkerProcess, summary: str, details: str
-    ) -> None:
-        group.start_failures += 1
-        error = WorkerStartupError(
-            f"worker group {group.index} rank {rank.rank} failed to start: {summary}\n{details}".rstrip(),
-            group=group.index,
-            rank=rank.rank,
-            remote_traceback=details,
-        )
-        self._log_app(f"group {group.index} rank {rank.rank} failed to start: {summary}")
-        give_up = not group.ever_ready or group.start_failures >= MAX_START_FAILURES
-        self._kill_group_locked(group, restart_delay=None if give_up else self._backoff(group))
-        if give_up:  # _kill_group_locked marked it failed (stopped, if closing)
-            group.error = error
-            self._log_app(
-                f"group {group.index} given up after {group.start_failures} failed start(s)"
-            )
-            self._update_ready_locked()
+    # ------------------------------------------------------------------ the timer thread
+    def _set_deadline_locked(self, group: Group, name: str, seconds: float) -> None:
+        when = time.monotonic() + seconds
+        setattr(group, name, when)
+        if when < self._timer_until:
+            self._timer_wake.notify()
 
-    def _backoff(self, group: _Group) -> float:
-        n = group.start_failures
-        return 0.0 if n <= 1 else min(30.0, 0.5 * 2 ** (n - 1))
-
-    def _kill_group_locked(self, group: _Group, restart_delay: float | None) -> None:
-        """SIGKILL every rank's process group; the dispatcher reaps them and restarts."""
-        group.expect_exit = True
-        group.request = None
-        group.peer_deadline = None
-        for rank in group.ranks:
-            rank.kill()
-        if restart_delay is None:
-            group.state = "failed" if not self._closing else "stopped"
-        else:
-            group.state = "restarting"
-            group.restart_at = time.monotonic() + restart_delay
-
-    # ------------------------------------------------------------------ the dispatcher thread
-    def _run(self) -> None:
-        try:
-            with self._lock:
-                for group in self._groups:
-                    self._spawn_group_locked(group)
-            self._loop()
-        except BaseException as exc:  # never die silently: fail what we hold
-            logger.exception("cosmos_gradio_nb dispatcher crashed")
-            error = CosmosGradioError(f"internal error in the dispatcher: {exc!r}")
-            with self._lock:
-                self._closing = True
-                for request in self._pending:
-                    self._completions.append(failer(request.future, error))
-                self._pending.clear()
-                for g in self._groups:
-                    if g.request is not None:
-                        self._completions.append(failer(g.request.future, error))
-                        g.request = None
-            self._ready.set()
-            self._run_completions()
-        finally:
-            self._shutdown_processes()
-
-    def _loop(self) -> None:
+    def _timer_loop(self) -> None:
         while True:
             with self._lock:
-                if self._closing and not any(r.alive for g in self._groups for r in g.ranks):
+                if self._shut_down:
                     return
-                timeout = self._next_timeout_locked()
-                self._sleep_until = time.monotonic() + timeout
-            events = self._selector.select(timeout)
-            with self._lock:
-                self._sleep_until = 0.0  # awake: submitters need not wake us
-                for key, _ in events:
-                    kind, owner, proc = key.data
-                    if kind == "wake":
-                        with contextlib.suppress(BlockingIOError):
-                            os.read(self._wake_r, 4096)
-                    elif owner is None or owner.proc is not proc or proc is None:
-                        continue  # the rank was released or respawned in this batch
-                    elif kind == "out":
-                        self._drain_output(owner)
-                    elif kind == "conn":
-                        self._read_conn(owner)
-                    elif kind == "pid":
-                        self._on_exit(owner)
                 self._check_timers_locked()
-            self._run_completions()
+                if not self._completions and not self._log_lines:
+                    timeout = self._next_timeout_locked()
+                    self._timer_until = time.monotonic() + timeout
+                    self._timer_wake.wait(timeout)
+                    self._timer_until = 0.0
+                    continue
+            self._flush()
 
     def _next_timeout_locked(self) -> float:
         now = time.monotonic()
-        deadlines = []
+        deadlines = [now + MAX_SLEEP]
         for g in self._groups:
             if g.request is not None and g.request.deadline is not None:
                 deadlines.append(g.request.deadline)
-            if g.peer_deadline is not None:
-                deadlines.append(g.peer_deadline)
-            if g.state == "restarting" and g.restart_at is not None:
-                deadlines.append(g.restart_at)
-        if self._closing:
+            for when in (g.peer_deadline, g.start_deadline, g.restart_at):
+                if when is not None and g.state is not S.STOPPING:
+                    deadlines.append(when)
+        if self._closing and not self._forced:
             deadlines.append(self._close_deadline)
-            deadlines.append(now + 0.05)  # poll for exits of processes without a pidfd
-        # Waking at least once a second lets a submit with a far deadline (the
-        # default WORKER_TIMEOUT is an hour) skip waking us: one syscall and one
-        # thread switch less on every request.
-        deadlines.append(now + MAX_SLEEP)
         return max(0.0, min(deadlines) - now)
-
-    def _read_conn(self, rank: WorkerProcess) -> None:
-        assert rank.conn is not None
-        try:
-            while rank.conn.poll():
-                self._on_reply(rank, rank.conn.recv())
-                if rank.conn is None:
-                    return
-        except (EOFError, OSError):
-            self._on_exit(rank)
-
-    def _drain_output(self, rank: WorkerProcess) -> None:
-        lines = rank.read_lines()
-        if not lines:
-            return
-        request = self._groups[rank.group].request
-        stamp = time.strftime("%H:%M:%S")
-        if request is not None and len(request.log) < MAX_REQUEST_LOG:
-            request.log.extend(f"{rank.prefix} {line}" for line in lines)
-        self._write_lines([f"{stamp} {rank.prefix} {line}" for line in lines])
-
-    def _on_exit(self, rank: WorkerProcess) -> None:
-        """A worker process ended (pidfd readable or control socket closed)."""
-        proc = rank.proc
-        if proc is None:
-            return
-        code = rank.reap(timeout=1.0)
-        self._drain_output(rank)
-        rank.release()
-        group = self._groups[rank.group]
-        if self._closing:
-            return
-        if group.expect_exit:
-            # We killed the whole group (terminate, timeout, peer failure, failed start) and
-            # set its state then: restart once its last rank is reaped.
-            self._maybe_respawn_locked(group)
-            return
-        how = signal_name(code) or f"exit code {code}"
-        tail = list(rank.tail)
-        if group.state == "starting":
-            details = "\n".join(tail[-20:])
-            self._startup_failed_locked(group, rank, f"process died ({how})", details)
-            self._maybe_respawn_locked(group)
-            return
-        request = group.request
-        self._log_app(f"group {group.index} rank {rank.rank} died ({how}); restarting the group")
-        if request is not None:
-            error = WorkerCrashedError(
-                f"worker group {group.index} rank {rank.rank} (pid {proc.pid}) died ({how}) while "
-                f"running request {request.id}; the group is being restarted and queued "
-                "requests will run after it. Last lines:\n" + "\n".join(tail[-10:]),
-                request_id=request.id,
-                group=group.index,
-                rank=rank.rank,
-                exitcode=code,
-                signal_name=signal_name(code),
-                last_log_lines=tail,
-            )
-            self._write_parent_status(request, "failed", err_dict(error))
-            self._completions.append(failer(request.future, error))
-        group.start_failures += 1
-        self._kill_group_locked(group, restart_delay=self._backoff(group))
-        self._maybe_respawn_locked(group)
-
-    def _maybe_respawn_locked(self, group: _Group) -> None:
-        if any(r.alive for r in group.ranks) or group.state != "restarting":
-            return
-        if group.restart_at is not None and group.restart_at <= time.monotonic():
-            self._log_app(f"restarting group {group.index}")
-            self._spawn_group_locked(group)
-
-    def _unregister(self, fd: int) -> None:
-        with contextlib.suppress(KeyError, ValueError, OSError):
-            self._selector.unregister(fd)
 
     def _check_timers_locked(self) -> None:
         now = time.monotonic()
         if self._closing:
-            if now >= self._close_deadline:
+            if not self._forced and now >= self._close_deadline:
+                self._forced = True
                 for g in self._groups:
-                    self._kill_group_locked(g, restart_delay=None)
-            for g in self._groups:
-                for rank in g.ranks:
-                    if rank.proc is not None and rank.proc.poll() is not None:
-                        self._on_exit(rank)
+                    if g.state is S.STOPPING:
+                        self.backend.stop(g.index)  # graceful took too long: kill
             return
         for g in self._groups:
             request = g.request
-            if request is not None and request.deadline is not None and now >= request.deadline:
-                error = InferenceTimeoutError(
-                    f"request {request.id} ran longer than its timeout of {request.timeout:g} s; "
-                    f"worker group {g.index} was restarted",
-                    request_id=request.id,
-                    timeout=request.timeout,
-                )
-                self._log_app(str(error))
-                self._write_parent_status(request, "failed", err_dict(error))
-                self._completions.append(failer(request.future, error))
-                self._kill_group_locked(g, restart_delay=0.0)
-            elif g.peer_deadline is not None and now >= g.peer_deadline:
-                self._log_app(
-                    f"group {g.index}: ranks still busy {PEER_GRACE:g} s after a peer failed; restarting"
-                )
-                if g.request is not None:
-                    error_reply = next(
-                        (r for r in g.request.replies.values() if r["type"] == "error"), None
-                    )
-                    self._write_parent_status(
-                        g.request,
-                        "failed",
-                        err_dict_from_reply(error_reply) if error_reply else None,
-                    )
-                self._kill_group_locked(g, restart_delay=0.0)
-            if g.state == "restarting":
-                self._maybe_respawn_locked(g)
+            deadline = request.deadline if request is not None else None
+            if (
+                g.state is S.BUSY
+                and request is not None
+                and deadline is not None
+                and now >= deadline
+            ):
+                self._timed_out_locked(g, request)
+                continue
+            if g.state is S.BUSY and g.peer_deadline is not None and now >= g.peer_deadline:
+                self._peers_stuck_locked(g)
+            elif g.state is S.STARTING and g.start_deadline is not None and now >= g.start_deadline:
+                self._start_timed_out_locked(g)
+            elif g.state in (S.RESTARTING, S.FAILED) and now >= (g.restart_at or now):
+                self._restart_locked(g)
 
-    def _shutdown_processes(self) -> None:
-        with self._lock:
-            for g in self._groups:
-                for rank in g.ranks:
-                    if rank.proc is not None:
-                        rank.kill()
-                        with contextlib.suppress(Exception):
-                            rank.reap(timeout=5)
-                        self._drain_output(rank)
-                        rank.release()
-                    g.state = "stopped"
-            self._selector.close()
-            for fd in (self._wake_r, self._wake_w):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            with contextlib.suppress(Exception):
-                self._log.close()
-        self._closed.set()
+    def _timed_out_locked(self, group: Group, request: Request) -> None:
+        error = InferenceTimeoutError(
+            f"request {request.id} ran longer than its timeout of {request.timeout:g} s; "
+            f"worker group {group.index} was restarted",
+            request_id=request.id,
+            timeout=request.timeout,
+        )
+        self._log_app(str(error))
+        self._record_locked(request, "failed", err_dict(error))
+        self._completions.append(failer(request.future, error))
+        self._stop_locked(group, AfterStop.RESTART)
+
+    def _peers_stuck_locked(self, group: Group) -> None:
+        self._log_app(
+            f"group {group.index}: ranks still busy {PEER_GRACE:g} s after a peer failed; restarting"
+        )
+        request = group.request
+        if request is not None:
+            reply = next((r for r in request.replies.values() if r["type"] == "error"), None)
+            self._record_locked(request, "failed", err_dict_from_reply(reply) if reply else None)
+        self._stop_locked(group, AfterStop.RESTART)
+
+    def _start_timed_out_locked(self, group: Group) -> None:
+        rank = next((r for r in range(group.size) if r not in group.ready_ranks), 0)
+        limit = self.config.env.startup_timeout
+        tail = "\n".join(list(group.tail(rank))[-20:])
+        summary = f"not ready after {limit:g} s (STARTUP_TIMEOUT); its last lines:"
+        self._start_failed_locked(group, rank, summary, tail or "(it printed nothing)")
+
+    # ------------------------------------------------------------------ records and side effects
+    def _record_locked(self, request: Request, state: str, error: dict[str, Any] | None) -> None:
+        """Queue the writing of a status.json for a request that did not finish on a worker."""
+        status = base_status(
+            request_id=request.id,
+            model_name=self.config.env.model_name,
+            params=request.params,
+            output_dir=request.output_dir,
+            queued_at=request.queued_at,
+            started_at=request.started_at,
+            group=request.group,
+        )
+
+        def write() -> None:
+            with contextlib.suppress(OSError):
+                write_status(request.output_dir, finish_status(status, state, error=error))
+
+        self._completions.append(write)
+
+    def _log_app(self, text: str) -> None:
+        self._log_lines.append(f"{time.strftime('%H:%M:%S')} [app] {text}")
+        logger.info(text)
+
+    def _flush(self) -> None:
+        """Run queued completions and log writes, outside the lock and in order."""
+        while True:
+            with self._lock:
+                if not self._completions and not self._log_lines:
+                    return
+                todo, self._completions = self._completions, []
+                lines, self._log_lines = self._log_lines, []
+            self._log.write(lines)
+            for fn in todo:
+                try:
+                    fn()
+                except Exception:
+                    logger.exception("error while completing a request")

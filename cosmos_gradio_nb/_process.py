@@ -1,40 +1,52 @@
 """One worker process: how it is started, its environment, its descriptors, its output.
 
-The pool (``_pool.py``) decides *when* to start and stop workers; this module
-knows *how*: a fresh interpreter running ``cosmos_gradio_nb._worker`` (spawn
-semantics, nothing inherited but what is sent), in its own session so
-``killpg`` reaches anything it started, with three descriptors the parent waits
-on: a control socket, a pipe carrying its stdout and stderr, and a pidfd that
-becomes readable the moment it dies.
+A worker is a fresh interpreter running ``cosmos_gradio_nb._worker`` (spawn
+semantics, nothing inherited but what is sent), in its own session, with three
+descriptors its owner waits on: a control socket, a pipe carrying its stdout and
+stderr, and a pidfd that becomes readable the moment it dies. Its first act is
+to fork the keeper (``_keeper.py``), which outlives it long enough to stop
+anything the model started. Used by the local backend and, on each node, by
+the Ray backend's rank actors.
+
+Output is read in bounded bites and every line is cut at :data:`MAX_LINE_BYTES`,
+so a model printing a 200 MB tensor costs a few milliseconds and 64 KB, not a
+stalled engine and a gigabyte of memory.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from ._env import DeploymentEnv
 from ._exceptions import CosmosGradioError
 
-__all__ = ["WorkerProcess", "free_port", "gpu_assignment", "group_environment", "signal_name"]
+__all__ = [
+    "MAX_LINE_BYTES",
+    "WorkerProcess",
+    "free_port",
+    "gpu_assignment",
+    "rank_environment",
+    "signal_name",
+]
 
-TAIL_LINES = 40  # lines kept per worker for crash reports
+MAX_LINE_BYTES = 64 * 1024  # longer lines are cut, and say so
+READ_BYTES = 1024 * 1024  # read at most this much per call: others get their turn
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now (for a group's MASTER_PORT)."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now (for a group's MASTER_PORT)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
@@ -67,70 +79,110 @@ def gpu_assignment(n: int) -> list[str]:
     return devices[:n]
 
 
-def group_environment(
-    env: DeploymentEnv, group: int, size: int, port: int, extra: dict[str, str]
+def rank_environment(
+    settings: dict[str, str],
+    *,
+    rank: int,
+    size: int,
+    master_addr: str,
+    master_port: int,
+    device: str | None,
+    base: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """The environment shared by a group's ranks: torchrun's variables and our settings."""
-    out = dict(os.environ)
+    """A rank's whole environment: ``base`` (default ours), our settings, torchrun's variables.
+
+    ``device`` None leaves ``CUDA_VISIBLE_DEVICES`` as ``base`` has it (Ray sets it
+    for its actors); a string pins the rank to that GPU, ``""`` to none.
+    """
+    out = dict(os.environ if base is None else base)
+    out.update(settings)
     out.update(
         {
-            "MODEL_NAME": env.model_name,
-            "NUM_GPUS": str(env.num_gpus),
-            "GPUS_PER_MODEL": str(env.group_size),
-            "OUTPUT_DIR": str(env.output_dir),
-            "UPLOADS_DIR": str(env.uploads_dir),
-            "LOG_FILE": str(env.log_file),
-            "CHECKPOINT_DIR": str(env.checkpoint_dir),
-            "WORKER_TIMEOUT": str(env.worker_timeout),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
+            "MASTER_ADDR": master_addr,
+            "MASTER_PORT": str(master_port),
             "WORLD_SIZE": str(size),
             "LOCAL_WORLD_SIZE": str(size),
             "GROUP_RANK": "0",
-            "COSMOS_GRADIO_GROUP": str(group),
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
             "PYTHONUNBUFFERED": "1",
-            # The worker imports this package the way the parent did, installed or not.
+            # The worker imports this package the way its owner did, installed or not.
             "PYTHONPATH": os.pathsep.join(
-                p for p in (_PACKAGE_PARENT, os.environ.get("PYTHONPATH", "")) if p
+                p for p in (_PACKAGE_PARENT, out.get("PYTHONPATH", "")) if p
             ),
         }
     )
-    if "OMP_NUM_THREADS" not in os.environ:  # as torchrun: do not oversubscribe the CPUs
-        out["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // env.num_gpus))
-    out.update(extra)
+    if device is not None:
+        out["CUDA_VISIBLE_DEVICES"] = device
+    if "OMP_NUM_THREADS" not in out:  # as torchrun: do not oversubscribe the CPUs
+        out["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // size))
     return out
 
 
-class WorkerProcess:
-    """One rank of one group: its process, descriptors, and the tail of its output.
+class _LineSplitter:
+    """Bytes in, whole lines out; a line past MAX_LINE_BYTES is cut and marked."""
 
-    Parameters
-    ----------
-    group, rank, gpu:
-        Where it sits; ``gpu`` is the CUDA_VISIBLE_DEVICES value it gets.
-    on_close_fd:
-        Called with each descriptor just before it is closed (the pool drops it
-        from its epoll set there).
+    def __init__(self) -> None:
+        self._partial = bytearray()
+        self._dropped = 0  # bytes of the current line thrown away
+
+    def feed(self, data: bytes) -> list[str]:
+        *complete, rest = data.split(b"\n")
+        lines = [self._finish(part) for part in complete]
+        self._keep(rest)
+        return lines
+
+    def flush(self) -> list[str]:
+        """The final partial line, at EOF."""
+        if not self._partial and not self._dropped:
+            return []
+        return [self._finish(b"")]
+
+    def _keep(self, part: bytes) -> None:
+        room = MAX_LINE_BYTES - len(self._partial)
+        if len(part) > room:
+            self._dropped += len(part) - max(room, 0)
+            part = part[: max(room, 0)]
+        self._partial += part
+
+    def _finish(self, part: bytes) -> str:
+        self._keep(part)
+        raw, dropped = bytes(self._partial), self._dropped
+        self._partial.clear()
+        self._dropped = 0
+        # A carriage-return-redrawn line (a tqdm bar) keeps only its last state.
+        line = raw.decode("utf-8", "replace").rstrip("\r").rsplit("\r", 1)[-1]
+        if dropped:
+            line += f" ... [line cut: {len(raw) + dropped} bytes, {MAX_LINE_BYTES} shown]"
+        return line
+
+
+class WorkerProcess:
+    """One worker process: start it, talk to it, read its output, kill it, release it.
+
+    ``send`` may be called from any thread; everything else from the one thread
+    that owns the process's descriptors (its parent-death signal is tied to the
+    thread that started it, so that thread must live as long as the process).
     """
 
-    def __init__(self, group: int, rank: int, gpu: str, on_close_fd: Callable[[int], None]) -> None:
-        self.group = group
-        self.rank = rank
-        self.gpu = gpu
+    def __init__(self, prefix: str, on_close_fd: Callable[[int], None]) -> None:
+        self.prefix = prefix
+        self._on_close_fd = on_close_fd  # called just before a descriptor is closed
         self.proc: subprocess.Popen[bytes] | None = None
         self.conn: Connection | None = None
         self.out_fd: int | None = None
         self.pidfd: int | None = None
-        self.ready = False
-        self.prefix = f"[g{group} r{rank}]"
-        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-        self._partial = b""
-        self._on_close_fd = on_close_fd
+        self._lines = _LineSplitter()
+        self._send_lock = threading.Lock()
 
     @property
     def alive(self) -> bool:
         """True from spawn until the process was reaped and released."""
         return self.proc is not None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
 
     def spawn(self, env: dict[str, str], init: dict[str, Any], cwd: str) -> None:
         """Start the process and send it its init message (factory, sys.path, rank)."""
@@ -139,13 +191,8 @@ class WorkerProcess:
         try:
             proc = subprocess.Popen(
                 [
-                    sys.executable,
-                    "-m",
-                    "cosmos_gradio_nb._worker",
-                    "--fd",
-                    str(child_fd),
-                    "--parent",
-                    str(os.getpid()),
+                    *(sys.executable, "-m", "cosmos_gradio_nb._worker"),
+                    *("--fd", str(child_fd), "--parent", str(os.getpid())),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -167,9 +214,15 @@ class WorkerProcess:
             self.pidfd = os.pidfd_open(proc.pid)
         except (AttributeError, OSError):
             self.pidfd = None  # old kernel: the control socket's EOF tells of the death
-        self.ready = False
-        self._partial = b""
-        self.conn.send(init)
+        self._lines = _LineSplitter()
+        self.send(init)
+
+    def send(self, msg: dict[str, Any]) -> None:
+        """Send one message; OSError if the process is gone (from any thread)."""
+        with self._send_lock:
+            if self.conn is None:
+                raise BrokenPipeError("the worker process is gone")
+            self.conn.send(msg)
 
     def handles(self) -> list[tuple[int, str]]:
         """(descriptor, kind) pairs to wait on: ``conn``, ``out`` and ``pid``."""
@@ -182,18 +235,18 @@ class WorkerProcess:
             pairs.append((self.pidfd, "pid"))
         return pairs
 
-    def read_lines(self) -> list[str]:
-        """Complete output lines available now, without blocking.
+    def read_lines(self, max_bytes: int = READ_BYTES) -> list[str]:
+        """Complete output lines available now, reading at most ``max_bytes``; never blocks.
 
-        A carriage-return-redrawn line (a tqdm bar) keeps only its last state.
         At EOF the output descriptor is closed and a final partial line returned.
         """
         if self.out_fd is None:
             return []
-        chunks = []
-        while True:
+        lines: list[str] = []
+        budget = max_bytes
+        while budget > 0:
             try:
-                chunk = os.read(self.out_fd, 65536)
+                chunk = os.read(self.out_fd, min(65536, budget))
             except BlockingIOError:
                 break
             except OSError:
@@ -201,25 +254,26 @@ class WorkerProcess:
             if not chunk:  # EOF: the process closed its output (or died)
                 self._close_fd(self.out_fd)
                 self.out_fd = None
+                lines += self._lines.flush()
                 break
-            chunks.append(chunk)
-        if not chunks and self.out_fd is not None:
-            return []
-        *complete, self._partial = (self._partial + b"".join(chunks)).split(b"\n")
-        if self.out_fd is None and self._partial:
-            complete.append(self._partial)
-            self._partial = b""
-        lines = [
-            raw.decode("utf-8", "replace").rstrip("\r").rsplit("\r", 1)[-1] for raw in complete
-        ]
-        self.tail.extend(f"{self.prefix} {line}" for line in lines)
+            budget -= len(chunk)
+            lines += self._lines.feed(chunk)
         return lines
 
     def kill(self) -> None:
-        """SIGKILL its whole process group (it and anything it started)."""
+        """SIGKILL its process group: the keeper then stops everything below it."""
         if self.proc is not None and self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def terminate(self) -> None:
+        """SIGTERM the keeper alone: it kills the worker and every descendant, then exits."""
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.proc.pid, signal.SIGTERM)
+
+    def poll(self) -> int | None:
+        return self.proc.poll() if self.proc is not None else None
 
     def reap(self, timeout: float) -> int:
         """Wait for the exit code; kill it if it is still running after ``timeout`` s."""
@@ -235,14 +289,14 @@ class WorkerProcess:
         for fd in (self.out_fd, self.pidfd):
             if fd is not None:
                 self._close_fd(fd)
-        if self.conn is not None:
-            with contextlib.suppress(OSError):
+        with self._send_lock:
+            if self.conn is not None:
                 self._on_close_fd(self.conn.fileno())
-                self.conn.close()
+                with contextlib.suppress(OSError):
+                    self.conn.close()
+            self.conn = None
         self.out_fd = self.pidfd = None
-        self.conn = None
         self.proc = None
-        self.ready = False
 
     def _close_fd(self, fd: int) -> None:
         self._on_close_fd(fd)

@@ -1,4 +1,4 @@
-"""What the pool tracks per request, and the small records it hands out."""
+"""What the pool tracks per request, the small records it hands out, and the result's assembly."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import InvalidStateError
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._env import DeploymentEnv
@@ -18,7 +19,10 @@ from ._protocol import FactorySpec
 if TYPE_CHECKING:
     from ._pool import WorkerPool
 
-__all__ = ["PoolConfig", "Request", "WorkerInfo"]
+__all__ = ["PoolConfig", "Request", "WorkerInfo", "build_result"]
+
+MAX_LOG_LINES = 10_000  # a request's ``log`` keeps at most this many lines...
+MAX_LOG_BYTES = 4 * 1024 * 1024  # ...and this many bytes; LOG_FILE has everything
 
 
 @dataclass
@@ -32,6 +36,8 @@ class PoolConfig:
     echo_logs: bool = False
     cwd: str = field(default_factory=os.getcwd)
     sys_path: list[str] = field(default_factory=lambda: list(sys.path))
+    retry_after: float = 60.0
+    """Seconds before a given-up group is tried again (doubling, at most ten times that)."""
 
 
 @dataclass(eq=False)
@@ -49,8 +55,22 @@ class Request:
     group: int | None = None
     deadline: float | None = None
     log: list[str] = field(default_factory=list)
+    log_bytes: int = 0
     replies: dict[int, dict[str, Any]] = field(default_factory=dict)
     failed: bool = False
+
+    def add_log(self, lines: list[str]) -> None:
+        """Keep ``lines`` in the request's log, up to its bounds (then one line says so)."""
+        room = MAX_LOG_LINES - len(self.log)
+        if room <= 0 or self.log_bytes >= MAX_LOG_BYTES:
+            return
+        for line in lines[:room]:
+            self.log_bytes += len(line) + 1
+            if self.log_bytes > MAX_LOG_BYTES or len(self.log) == MAX_LOG_LINES - 1:
+                self.log.append("[log cut: this request printed more; LOG_FILE has every line]")
+                self.log_bytes = MAX_LOG_BYTES
+                return
+            self.log.append(line)
 
 
 @dataclass
@@ -60,10 +80,31 @@ class WorkerInfo:
     group: int
     rank: int
     gpu: str
+    """``CUDA_VISIBLE_DEVICES`` of the rank; ``""`` means it runs on the CPU."""
     pid: int | None
     state: str
     request_id: str | None
     restarts: int
+    node: str = ""
+    """The machine it runs on (host name, or the Ray node's address)."""
+
+
+def build_result(request: Request, status: dict[str, Any]) -> InferenceResult:
+    """The one place a finished request's :class:`InferenceResult` is assembled."""
+    files = status.get("files") or {}
+    videos = [Path(p) for p in files.get("videos", [])]
+    images = [Path(p) for p in files.get("images", [])]
+    other = [Path(p) for p in files.get("other", [])]
+    return InferenceResult(
+        request_id=request.id,
+        output_dir=Path(request.output_dir),
+        files=videos + images + other,
+        videos=videos,
+        images=images,
+        status=status,
+        log=list(request.log),
+        duration=float(status.get("duration") or 0.0),
+    )
 
 
 def failer(future: InferenceFuture, error: BaseException) -> Callable[[], None]:

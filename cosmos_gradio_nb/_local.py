@@ -1,0 +1,376 @@
+"""The local backend: each rank a subprocess of the app, all watched by one thread.
+
+:class:`ProcessMux` is one thread waiting on one epoll set that holds every
+worker's control socket, output pipe and pidfd, so a death is seen the moment
+it happens and a request's reply costs one wake-up. It starts and kills the
+processes itself: a child's parent-death signal is tied to the thread that
+forked it, so that thread must be one that lives as long as the processes.
+The Ray backend's rank actors use the same mux on their nodes.
+
+:class:`LocalBackend` maps groups and ranks onto the mux: devices from
+``CUDA_VISIBLE_DEVICES``, a free ``MASTER_PORT`` on 127.0.0.1 per start, and the
+contract of ``_backend.py`` (``Gone`` once every rank of an incarnation is reaped).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import selectors
+import socket
+import threading
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+from ._backend import (
+    BackendBroken,
+    Died,
+    Emit,
+    Gone,
+    GroupSpec,
+    Output,
+    Progress,
+    RankInfo,
+    Ready,
+    Reply,
+    SendError,
+    StartFailed,
+)
+from ._process import WorkerProcess, free_port, gpu_assignment, rank_environment, signal_name
+
+__all__ = ["LocalBackend", "MuxEvent", "ProcessMux"]
+
+logger = logging.getLogger("cosmos_gradio_nb")
+
+DRAIN_BYTES = 16 * 1024 * 1024  # read at most this much of a dead process's last output
+
+
+@dataclass(frozen=True, slots=True)
+class MuxEvent:
+    """What the mux saw of one process: ``message`` (a dict), ``lines``, or ``exit``."""
+
+    kind: str
+    key: Hashable
+    message: dict[str, Any] | None = None
+    lines: list[str] | None = None
+    exitcode: int | None = None
+    pid: int | None = None
+
+
+class ProcessMux:
+    """Owns worker processes by key; reports what they send, print and how they end.
+
+    ``handler`` is called on the mux thread, one event at a time, never with a
+    lock of the mux held. Lines a process printed are reported before any message
+    it sent after them.
+    """
+
+    def __init__(
+        self, handler: Callable[[MuxEvent], None], name: str = "cosmos-gradio-mux"
+    ) -> None:
+        self._handler = handler
+        self._procs: dict[Hashable, WorkerProcess] = {}
+        self._lock = threading.Lock()  # guards _commands and _procs for readers elsewhere
+        self._commands: collections.deque[Callable[[], None]] = collections.deque()
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    # -- called from any thread ------------------------------------------------------------
+    def spawn(
+        self, key: Hashable, prefix: str, env: dict[str, str], init: dict[str, Any], cwd: str
+    ) -> None:
+        """Start a worker process under ``key`` (on the mux thread, soon)."""
+        self._post(lambda: self._spawn(key, prefix, env, init, cwd))
+
+    def send(self, key: Hashable, msg: dict[str, Any]) -> None:
+        """Send ``msg`` to the process now; :class:`SendError` if it is gone."""
+        with self._lock:
+            proc = self._procs.get(key)
+        if proc is None:
+            raise SendError(f"no worker process {key!r}")
+        try:
+            proc.send(msg)
+        except OSError as exc:
+            raise SendError(str(exc)) from exc
+
+    def kill(self, key: Hashable) -> None:
+        """SIGKILL the process (its keeper stops whatever it started); ``exit`` follows."""
+        self._post(lambda: self._signal(key, terminate=False))
+
+    def terminate(self, key: Hashable) -> None:
+        """Ask the keeper to stop the worker and its descendants (SIGTERM); ``exit`` follows."""
+        self._post(lambda: self._signal(key, terminate=True))
+
+    def pid(self, key: Hashable) -> int | None:
+        with self._lock:
+            proc = self._procs.get(key)
+        return proc.pid if proc is not None else None
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Kill every process, reap it, stop the thread (no event after this returns)."""
+        self._post(self._begin_close)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    # -- the mux thread --------------------------------------------------------------------
+    def _post(self, command: Callable[[], None]) -> None:
+        with self._lock:
+            self._commands.append(command)
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+
+    def _spawn(
+        self, key: Hashable, prefix: str, env: dict[str, str], init: dict[str, Any], cwd: str
+    ) -> None:
+        proc = WorkerProcess(prefix, self._unregister)
+        try:
+            proc.spawn(env, init, cwd)
+        except OSError as exc:  # cannot fork or exec (no memory, no descriptors left)
+            proc.release()
+            error = {"type": "startup_error", "error_type": type(exc).__name__}
+            self._handler(MuxEvent("message", key, message={**error, "message": str(exc)}))
+            self._handler(MuxEvent("exit", key))
+            return
+        with self._lock:
+            self._procs[key] = proc
+        for fd, kind in proc.handles():
+            self._selector.register(fd, selectors.EVENT_READ, (kind, key, proc))
+
+    def _signal(self, key: Hashable, *, terminate: bool) -> None:
+        proc = self._procs.get(key)
+        if proc is not None:
+            proc.terminate() if terminate else proc.kill()
+
+    def _begin_close(self) -> None:
+        self._closing = True
+        for proc in list(self._procs.values()):
+            proc.kill()
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # never die silently: whoever waits on us must hear
+            logger.exception("cosmos_gradio_nb: the worker-process thread failed")
+            with contextlib.suppress(Exception):
+                self._handler(MuxEvent("broken", None, lines=[repr(exc)]))
+        finally:
+            for key, proc in list(self._procs.items()):
+                proc.kill()
+                with contextlib.suppress(Exception):
+                    proc.reap(timeout=5)
+                proc.release()
+                self._procs.pop(key, None)
+            self._selector.close()
+            for fd in (self._wake_r, self._wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def _loop(self) -> None:
+        while True:
+            while True:
+                with self._lock:
+                    if not self._commands:
+                        break
+                    command = self._commands.popleft()
+                command()
+            if self._closing:
+                for key, proc in list(self._procs.items()):
+                    if proc.poll() is not None:
+                        self._on_exit(key, proc, report=False)
+                if not self._procs:
+                    return
+            events = self._selector.select(0.05 if self._closing else 1.0)
+            for sel_key, _ in events:
+                if sel_key.data is None:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wake_r, 4096)
+                    continue
+                kind, key, proc = sel_key.data
+                if self._procs.get(key) is not proc or not proc.alive:
+                    continue  # released or replaced earlier in this batch
+                if kind == "out":
+                    self._report_lines(key, proc)
+                elif kind == "conn":
+                    self._read_conn(key, proc)
+                else:
+                    self._on_exit(key, proc)
+
+    def _report_lines(
+        self, key: Hashable, proc: WorkerProcess, max_bytes: int | None = None
+    ) -> None:
+        lines = proc.read_lines() if max_bytes is None else proc.read_lines(max_bytes)
+        if lines:
+            self._handler(MuxEvent("lines", key, lines=lines))
+
+    def _read_conn(self, key: Hashable, proc: WorkerProcess) -> None:
+        assert proc.conn is not None
+        try:
+            while proc.conn is not None and proc.conn.poll():
+                msg = proc.conn.recv()
+                self._report_lines(key, proc)  # what it printed before sending this
+                self._handler(MuxEvent("message", key, message=msg))
+        except (EOFError, OSError):
+            self._on_exit(key, proc)
+
+    def _on_exit(self, key: Hashable, proc: WorkerProcess, *, report: bool = True) -> None:
+        pid = proc.pid
+        code = proc.reap(timeout=1.0)
+        drained = 0
+        while proc.out_fd is not None and drained < DRAIN_BYTES:  # its last words
+            lines = proc.read_lines()
+            drained += sum(len(line) for line in lines) + 1
+            if lines and report:
+                self._handler(MuxEvent("lines", key, lines=lines))
+            if not lines:
+                break
+        proc.release()
+        with self._lock:
+            self._procs.pop(key, None)
+        if report or not self._closing:
+            self._handler(MuxEvent("exit", key, exitcode=code, pid=pid))
+
+    def _unregister(self, fd: int) -> None:
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self._selector.unregister(fd)
+
+
+@dataclass
+class _LocalGroup:
+    incarnation: int
+    size: int
+    alive: set[int]
+    stopping: bool = False
+
+
+class LocalBackend:
+    """Model groups as local subprocesses (see the module docstring)."""
+
+    name = "local"
+
+    def __init__(self, emit: Emit, *, num_gpus: int, group_size: int) -> None:
+        self._emit = emit
+        self._devices = gpu_assignment(num_gpus)  # raises at once on a bad CUDA_VISIBLE_DEVICES
+        self._size = group_size
+        self._node = socket.gethostname()
+        self._lock = threading.Lock()
+        self._groups: dict[int, _LocalGroup] = {}
+        self._mux = ProcessMux(self._on_mux, name=f"cosmos-gradio-local-{id(self):x}")
+
+    def _device(self, group: int, rank: int) -> str:
+        return self._devices[group * self._size + rank]
+
+    def start(self, spec: GroupSpec) -> None:
+        port = free_port()
+        with self._lock:
+            self._groups[spec.index] = _LocalGroup(
+                spec.incarnation, spec.size, set(range(spec.size))
+            )
+        for rank in range(spec.size):
+            env = rank_environment(
+                spec.env,
+                rank=rank,
+                size=spec.size,
+                master_addr="127.0.0.1",
+                master_port=port,
+                device=self._device(spec.index, rank),
+            )
+            init = {
+                "type": "init",
+                "factory": spec.factory,
+                "sys_path": spec.sys_path,
+                "group": spec.index,
+                "rank": rank,
+                "world_size": spec.size,
+            }
+            key = (spec.index, spec.incarnation, rank)
+            self._mux.spawn(key, f"[g{spec.index} r{rank}]", env, init, spec.cwd)
+
+    def send(self, group: int, msg: dict[str, Any]) -> None:
+        with self._lock:
+            g = self._groups.get(group)
+            if g is None or g.stopping:
+                raise SendError(f"group {group} is not running")
+            keys = [(group, g.incarnation, r) for r in range(g.size)]
+        for key in keys:
+            self._mux.send(key, msg)
+
+    def stop(self, group: int, *, graceful: bool = False) -> None:
+        with self._lock:
+            g = self._groups.get(group)
+            if g is None:
+                return
+            g.stopping = True
+            keys = [(group, g.incarnation, r) for r in sorted(g.alive)]
+        for key in keys:
+            if graceful:
+                try:
+                    self._mux.send(key, {"type": "shutdown"})
+                except SendError:
+                    self._mux.kill(key)
+            else:
+                self._mux.kill(key)
+
+    def ranks(self, group: int) -> list[RankInfo]:
+        with self._lock:
+            g = self._groups.get(group)
+            inc = g.incarnation if g is not None else None
+        return [
+            RankInfo(
+                rank=r,
+                pid=self._mux.pid((group, inc, r)) if inc is not None else None,
+                node=self._node,
+                device=self._device(group, r),
+            )
+            for r in range(self._size)
+        ]
+
+    def close(self) -> None:
+        self._mux.close()
+
+    # -- the mux thread: process events become group events -----------------------------------
+    def _on_mux(self, ev: MuxEvent) -> None:
+        if ev.kind == "broken":
+            self._emit(BackendBroken("the local worker thread failed: " + "".join(ev.lines or [])))
+            return
+        key: tuple[int, int, int] = ev.key  # type: ignore[assignment]
+        group, inc, rank = key
+        if ev.kind == "lines":
+            self._emit(Output(group, inc, rank, ev.lines or []))
+        elif ev.kind == "message" and ev.message is not None:
+            self._on_message(group, inc, rank, ev.message)
+        elif ev.kind == "exit":
+            with self._lock:
+                g = self._groups.get(group)
+                if g is None or g.incarnation != inc:
+                    return
+                g.alive.discard(rank)
+                expected, last = g.stopping, not g.alive
+            if not expected:
+                code = ev.exitcode
+                how = signal_name(code) or (
+                    f"exit code {code}" if code is not None else "not started"
+                )
+                self._emit(Died(group, inc, rank, how, ev.pid, code, signal_name(code)))
+            if last:
+                self._emit(Gone(group, inc))
+
+    def _on_message(self, group: int, inc: int, rank: int, msg: dict[str, Any]) -> None:
+        kind = msg.get("type")
+        if kind == "ready":
+            self._emit(Ready(group, inc, rank))
+        elif kind == "startup_error":
+            summary = f"{msg.get('error_type')}: {msg.get('message')}"
+            self._emit(StartFailed(group, inc, rank, summary, msg.get("traceback", "")))
+        elif kind == "progress":
+            fraction, text = msg.get("fraction"), str(msg.get("message", ""))
+            self._emit(Progress(group, inc, str(msg.get("id")), fraction, text))
+        elif kind in ("done", "error"):
+            self._emit(Reply(group, inc, rank, msg))
