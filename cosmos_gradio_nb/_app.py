@@ -15,10 +15,9 @@ from ._env import DeploymentEnv, app_settings
 from ._exceptions import ValidationError
 from ._future import InferenceFuture, InferenceResult
 from ._local import LocalBackend
-from ._outputs import new_request_id, request_folder
 from ._pool import BackendFactory, WorkerPool
 from ._protocol import FactorySpec
-from ._request import PoolConfig, Request, WorkerInfo
+from ._request import PoolConfig, WorkerInfo, new_request
 from ._validation import app_asset_dirs, check_json, make_validator, pydantic_model_of
 
 __all__ = ["GradioApp", "NotebookApp", "WorkerInfo"]
@@ -221,19 +220,8 @@ class _BaseApp:
     def _make_request(self, validated: dict[str, Any], timeout: float | None) -> InferenceFuture:
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds (got {timeout!r})")
-        request_id = new_request_id()
-        folder = str(request_folder(self.env.output_dir, request_id))
-        validated["output_dir"] = folder
-        request = Request(
-            id=request_id,
-            params=validated,
-            output_dir=folder,
-            timeout=self.env.worker_timeout if timeout is None else timeout,
-            pool=self._pool,
-        )
-        future = InferenceFuture(request)
-        request.future = future
-        return future
+        limit = self.env.worker_timeout if timeout is None else timeout
+        return new_request(self._pool, validated, self.env.output_dir, limit).future
 
     def submit(self, params: dict[str, Any], *, timeout: float | None = None) -> InferenceFuture:
         """Validate and queue one request; return its future at once.

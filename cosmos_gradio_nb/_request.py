@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from ._env import DeploymentEnv
 from ._future import InferenceFuture, InferenceResult
+from ._outputs import new_request_id, request_folder
 from ._protocol import FactorySpec
 
 if TYPE_CHECKING:
     from ._pool import WorkerPool
 
-__all__ = ["PoolConfig", "Request", "WorkerInfo", "build_result"]
+__all__ = ["PoolConfig", "Request", "WorkerInfo", "build_result", "new_request"]
 
 MAX_LOG_LINES = 10_000  # a request's ``log`` keeps at most this many lines...
 MAX_LOG_BYTES = 4 * 1024 * 1024  # ...and this many bytes; LOG_FILE has everything
@@ -87,6 +88,18 @@ class WorkerInfo:
     restarts: int
     node: str = ""
     """The machine it runs on (host name, or the Ray node's address)."""
+
+
+def new_request(
+    pool: WorkerPool, params: dict[str, Any], output_root: Path, timeout: float | None
+) -> Request:
+    """A request with its own id, folder (also set as ``params["output_dir"]``) and future."""
+    request_id = new_request_id()
+    folder = str(request_folder(output_root, request_id))
+    params["output_dir"] = folder
+    request = Request(id=request_id, params=params, output_dir=folder, timeout=timeout, pool=pool)
+    request.future = InferenceFuture(request)
+    return request
 
 
 def build_result(request: Request, status: dict[str, Any]) -> InferenceResult:
