@@ -291,7 +291,7 @@ def test_a_send_to_a_group_that_just_died_requeues_the_request(make_pool: MakePo
 
 
 def test_every_accepted_request_leaves_its_status(make_pool: MakePool) -> None:
-    pool, fake = make_pool(groups=1, setup=lambda f: setattr(f, "hold_replies", True))
+    pool, _ = make_pool(groups=1, setup=lambda f: setattr(f, "hold_replies", True))
     running = submit(pool)
     cancelled = submit(pool)
     assert cancelled.cancel()
