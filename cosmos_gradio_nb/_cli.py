@@ -22,7 +22,6 @@ __all__ = ["main"]
 
 SAMPLE_FACTORY = "cosmos_gradio_nb.samples.video_model:create_worker"
 SAMPLE_VALIDATOR = "cosmos_gradio_nb.samples.params:SampleParams"
-AUTH_ENV = "COSMOS_GRADIO_AUTH"
 
 
 def _spec(value: str, what: str) -> tuple[str, str]:
@@ -55,6 +54,46 @@ def _auth(value: str | None) -> tuple[str, str] | None:
     return user, password
 
 
+def _flag(value: str) -> bool:
+    low = value.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{value!r}: use 1 or 0 (true/false)")
+
+
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    """One option per setting of DeploymentEnv (``num_gpus`` -> ``--num-gpus``), with its help."""
+    from ._env import DeploymentEnv, app_settings, env_var
+
+    for name in [*app_settings(), "auth"]:
+        info = DeploymentEnv.model_fields[name]
+        text = str(info.annotation)
+        kind: Any = str
+        if "bool" in text:
+            kind = _flag
+        elif "float" in text:
+            kind = float
+        elif "int" in text:
+            kind = int
+        choices = ["local", "ray"] if name == "backend" else None
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=kind,
+            default=None,
+            choices=choices,
+            metavar=None if choices else env_var(name),
+            help=f"{info.description} (env {env_var(name)})",
+        )
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    from ._env import app_settings
+
+    return {name: getattr(args, name) for name in app_settings() if getattr(args, name) is not None}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (``serve`` is the only command)."""
     parser = argparse.ArgumentParser(
@@ -66,8 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="start the workers and the web page",
         description="Start the model workers and serve the page until Ctrl-C or SIGTERM. "
-        "Environment: MODEL_NAME, NUM_GPUS, GPUS_PER_MODEL, OUTPUT_DIR, UPLOADS_DIR, LOG_FILE, "
-        "CHECKPOINT_DIR, WORKER_TIMEOUT, MAX_UPLOAD_MB, COSMOS_GRADIO_AUTH.",
+        "Every setting below also reads its environment variable; an option overrides it.",
     )
     serve.add_argument(
         "--factory",
@@ -83,16 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--header", default=None, help="title shown on the page")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
-    serve.add_argument(
-        "--auth", default=None, help=f"'user:password' for the page (or env {AUTH_ENV})"
-    )
-    serve.add_argument("--num-gpus", type=int, default=None, help="workers to start (NUM_GPUS)")
-    serve.add_argument(
-        "--gpus-per-model", type=int, default=None, help="ranks per model group (GPUS_PER_MODEL)"
-    )
-    serve.add_argument(
-        "--max-upload-mb", type=float, default=None, help="upload size limit (MAX_UPLOAD_MB, 500)"
-    )
+    _add_settings(serve)
     serve.add_argument(
         "--exit-with-parent",
         action="store_true",
@@ -104,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     """Run the server until ``stop`` is set (by SIGINT/SIGTERM when run from :func:`main`)."""
-    from ._app import GradioApp
+    from ._app import NotebookApp
+    from ._env import DeploymentEnv
     from ._exceptions import CosmosGradioError
     from ._ui import create_gradio_UI
 
@@ -112,29 +142,47 @@ def serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     module, function = _spec(factory, "--factory")
     validator_spec = args.validator or (SAMPLE_VALIDATOR if args.factory is None else None)
     validator = _load_object(validator_spec) if validator_spec else None
-    auth = _auth(args.auth or os.environ.get(AUTH_ENV))
+    try:
+        auth = _auth(DeploymentEnv(auth=args.auth).auth)
+    except CosmosGradioError as exc:
+        raise SystemExit(f"error: {exc}") from None
     header = args.header or ("Sample video model" if args.factory is None else module)
     stop = stop or threading.Event()
 
     print(f"starting workers for {module}:{function} ...", flush=True)
     try:
-        app = GradioApp(
+        # Not GradioApp: its constructor would block, deaf to Ctrl-C and SIGTERM, while
+        # the model loads. Here the wait is ours, and a signal ends it at once.
+        app = NotebookApp(
             validator,
             module,
             function,
-            num_gpus=args.num_gpus,
-            gpus_per_model=args.gpus_per_model,
+            name=f"serve:{module}:{function}",
             echo_logs=True,
+            **_settings(args),
         )
     except CosmosGradioError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    try:
+        while not stop.is_set():
+            try:
+                app.wait_ready(0.2)
+                break
+            except TimeoutError:
+                continue
+    except CosmosGradioError as exc:
+        app.close()
         print(f"error: the model did not start: {exc}", file=sys.stderr, flush=True)
-        tb = getattr(exc, "remote_traceback", "")
-        if tb:
-            print(tb, file=sys.stderr, flush=True)
         return 1
+    if stop.is_set():
+        print("stopping before the workers were ready ...", flush=True)
+        app.close()
+        print("stopped", flush=True)
+        return 0
     demo = None
     try:
-        demo = create_gradio_UI(app.infer, header=header, max_upload_mb=args.max_upload_mb)
+        demo = create_gradio_UI(app.infer, header=header, max_upload_mb=app.env.max_upload_mb)
         demo.launch(
             server_name=args.host,
             server_port=args.port,

@@ -21,6 +21,7 @@ import os
 import selectors
 import socket
 import threading
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -101,18 +102,22 @@ class ProcessMux:
         except OSError as exc:
             raise SendError(str(exc)) from exc
 
-    def kill(self, key: Hashable) -> None:
-        """SIGKILL the process (its keeper stops whatever it started); ``exit`` follows."""
-        self._post(lambda: self._signal(key, terminate=False))
+    def stop(self, key: Hashable) -> None:
+        """Stop the process and everything it started; ``exit`` follows.
 
-    def terminate(self, key: Hashable) -> None:
-        """Ask the keeper to stop the worker and its descendants (SIGTERM); ``exit`` follows."""
-        self._post(lambda: self._signal(key, terminate=True))
+        Its keeper is asked first (SIGTERM): it kills the worker and every
+        descendant, even those that left the process group. If the keeper is not
+        gone within its bound, the whole process group is SIGKILLed.
+        """
+        self._post(lambda: self._terminate(key))
 
     def pid(self, key: Hashable) -> int | None:
+        """The model's pid once the worker said it, else its keeper's."""
         with self._lock:
             proc = self._procs.get(key)
-        return proc.pid if proc is not None else None
+        if proc is None:
+            return None
+        return proc.worker_pid or proc.pid
 
     def close(self, timeout: float = 10.0) -> None:
         """Kill every process, reap it, stop the thread (no event after this returns)."""
@@ -144,15 +149,28 @@ class ProcessMux:
         for fd, kind in proc.handles():
             self._selector.register(fd, selectors.EVENT_READ, (kind, key, proc))
 
-    def _signal(self, key: Hashable, *, terminate: bool) -> None:
+    def _terminate(self, key: Hashable) -> None:
         proc = self._procs.get(key)
         if proc is not None:
-            proc.terminate() if terminate else proc.kill()
+            proc.terminate()
 
     def _begin_close(self) -> None:
         self._closing = True
         for proc in list(self._procs.values()):
-            proc.kill()
+            proc.terminate()
+
+    def _kill_overdue(self) -> float:
+        """SIGKILL processes past their stop bound; seconds until the next bound (or 1)."""
+        now = time.monotonic()
+        wait = 1.0
+        for proc in list(self._procs.values()):
+            if proc.kill_at is None:
+                continue
+            if now >= proc.kill_at:
+                proc.kill()
+                proc.kill_at = now + 1.0  # and again, until it is reaped
+            wait = min(wait, max(0.0, proc.kill_at - now))
+        return wait
 
     def _run(self) -> None:
         try:
@@ -163,7 +181,7 @@ class ProcessMux:
                 self._handler(MuxEvent("broken", None, lines=[repr(exc)]))
         finally:
             for key, proc in list(self._procs.items()):
-                proc.kill()
+                proc.terminate()  # the keeper stops what the model started; SIGKILL after 5 s
                 with contextlib.suppress(Exception):
                     proc.reap(timeout=5)
                 proc.release()
@@ -187,7 +205,8 @@ class ProcessMux:
                         self._on_exit(key, proc, report=False)
                 if not self._procs:
                     return
-            events = self._selector.select(0.05 if self._closing else 1.0)
+            wait = self._kill_overdue()
+            events = self._selector.select(min(wait, 0.05) if self._closing else wait)
             for sel_key, _ in events:
                 if sel_key.data is None:
                     with contextlib.suppress(BlockingIOError):
@@ -215,13 +234,19 @@ class ProcessMux:
         try:
             while proc.conn is not None and proc.conn.poll():
                 msg = proc.conn.recv()
+                if msg.get("type") == "started":
+                    proc.worker_pid = msg.get("pid")
+                    continue
                 self._report_lines(key, proc)  # what it printed before sending this
                 self._handler(MuxEvent("message", key, message=msg))
         except (EOFError, OSError):
-            self._on_exit(key, proc)
+            if proc.pidfd is None:  # no pidfd (old kernel): the socket's end is all we get
+                self._on_exit(key, proc)
+            else:  # the worker is gone; its keeper is cleaning up, and its pidfd will tell
+                proc.close_conn()
 
     def _on_exit(self, key: Hashable, proc: WorkerProcess, *, report: bool = True) -> None:
-        pid = proc.pid
+        pid = proc.worker_pid or proc.pid
         code = proc.reap(timeout=1.0)
         drained = 0
         while proc.out_fd is not None and drained < DRAIN_BYTES:  # its last words
@@ -314,9 +339,9 @@ class LocalBackend:
                 try:
                     self._mux.send(key, {"type": "shutdown"})
                 except SendError:
-                    self._mux.kill(key)
+                    self._mux.stop(key)
             else:
-                self._mux.kill(key)
+                self._mux.stop(key)
 
     def ranks(self, group: int) -> list[RankInfo]:
         with self._lock:

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -172,6 +173,8 @@ class WorkerProcess:
         self.conn: Connection | None = None
         self.out_fd: int | None = None
         self.pidfd: int | None = None
+        self.worker_pid: int | None = None  # the model's process, below the keeper
+        self.kill_at: float | None = None  # asked to stop: SIGKILL everything if not gone by then
         self._lines = _LineSplitter()
         self._send_lock = threading.Lock()
 
@@ -182,6 +185,7 @@ class WorkerProcess:
 
     @property
     def pid(self) -> int | None:
+        """The keeper's pid: the process we started, wait for and signal."""
         return self.proc.pid if self.proc is not None else None
 
     def spawn(self, env: dict[str, str], init: dict[str, Any], cwd: str) -> None:
@@ -261,14 +265,23 @@ class WorkerProcess:
         return lines
 
     def kill(self) -> None:
-        """SIGKILL its process group: the keeper then stops everything below it."""
+        """SIGKILL its process group at once (the keeper, the worker, helpers in the group).
+
+        The last resort: a helper that left the group (``setsid``) survives this,
+        which is why a stop starts with :meth:`terminate`.
+        """
         if self.proc is not None and self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
-    def terminate(self) -> None:
-        """SIGTERM the keeper alone: it kills the worker and every descendant, then exits."""
+    def terminate(self, kill_after: float = 5.0) -> None:
+        """SIGTERM the keeper: it kills the worker and every descendant, then exits.
+
+        If it is still there after ``kill_after`` s, its owner calls :meth:`kill`.
+        """
         if self.proc is not None and self.proc.returncode is None:
+            if self.kill_at is None:
+                self.kill_at = time.monotonic() + kill_after
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(self.proc.pid, signal.SIGTERM)
 
@@ -284,19 +297,24 @@ class WorkerProcess:
             self.kill()
             return self.proc.wait()
 
-    def release(self) -> None:
-        """Close every descriptor and forget the process (after it was reaped)."""
-        for fd in (self.out_fd, self.pidfd):
-            if fd is not None:
-                self._close_fd(fd)
+    def close_conn(self) -> None:
+        """Close the control socket alone (the worker closed its end)."""
         with self._send_lock:
             if self.conn is not None:
                 self._on_close_fd(self.conn.fileno())
                 with contextlib.suppress(OSError):
                     self.conn.close()
             self.conn = None
+
+    def release(self) -> None:
+        """Close every descriptor and forget the process (after it was reaped)."""
+        for fd in (self.out_fd, self.pidfd):
+            if fd is not None:
+                self._close_fd(fd)
+        self.close_conn()
         self.out_fd = self.pidfd = None
         self.proc = None
+        self.kill_at = None
 
     def _close_fd(self, fd: int) -> None:
         self._on_close_fd(fd)

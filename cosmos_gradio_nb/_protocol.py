@@ -6,7 +6,8 @@ connection. Worker stdout and stderr travel separately, through a pipe the
 parent reads, so even a segfault's last words reach the log.
 
 Parent -> worker: :class:`InitMsg` (once), then :class:`InferMsg` or :class:`ShutdownMsg`.
-Worker -> parent: :class:`ReadyMsg` or :class:`StartupErrorMsg` (once), then for each
+Worker -> parent: :class:`StartedMsg` (its pid, before the model loads), :class:`ReadyMsg`
+or :class:`StartupErrorMsg` (once), then for each
 request any number of :class:`ProgressMsg` followed by one :class:`DoneMsg` or
 :class:`ErrorMsg`.
 """
@@ -24,6 +25,7 @@ __all__ = [
     "ProgressMsg",
     "ReadyMsg",
     "ShutdownMsg",
+    "StartedMsg",
     "StartupErrorMsg",
     "WorkerMsg",
 ]
@@ -57,6 +59,11 @@ class InferMsg(TypedDict):
 
 class ShutdownMsg(TypedDict):
     type: Literal["shutdown"]
+
+
+class StartedMsg(TypedDict):
+    type: Literal["started"]
+    pid: int
 
 
 class ReadyMsg(TypedDict):
@@ -94,4 +101,4 @@ class ErrorMsg(TypedDict):
     traceback: str
 
 
-WorkerMsg = ReadyMsg | StartupErrorMsg | ProgressMsg | DoneMsg | ErrorMsg
+WorkerMsg = StartedMsg | ReadyMsg | StartupErrorMsg | ProgressMsg | DoneMsg | ErrorMsg

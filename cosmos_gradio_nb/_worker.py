@@ -196,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     from multiprocessing.connection import Connection as MpConnection
 
     conn = MpConnection(ns.fd)
+    # The parent knows the keeper's pid; this is the model's (what nvidia-smi will show).
+    conn.send({"type": "started", "pid": os.getpid()})
     init: InitMsg = conn.recv()
     for entry in reversed(init["sys_path"]):
         if entry not in sys.path:

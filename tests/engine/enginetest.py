@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import psutil
 
@@ -34,3 +36,33 @@ def worker_pids() -> set[int]:
         except psutil.NoSuchProcess:
             pass
     return pids
+
+
+def alive(pids: Iterable[int]) -> list[int]:
+    """Those of ``pids`` that are running processes (not zombies)."""
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def parent_script(tmp_path: Path, tail: str) -> Path:
+    """A script that starts 2 workers, prints their pids, then runs ``tail``."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from cosmos_gradio_nb import NotebookApp
+        app = NotebookApp(factory_module="models", num_gpus=2, gpus_per_model=1,
+                          output_dir={str(tmp_path / "out")!r}, log_file={str(tmp_path / "log")!r})
+        app.wait_ready(30)
+        print(" ".join(str(w.pid) for w in app.workers()), flush=True)
+        """)
+        + tail
+    )
+    return script

@@ -10,7 +10,9 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,20 @@ class FaultModel:
                 print(f"line {i} of request {args.get('value')}")
             print("to stderr", file=sys.stderr)
             return {}
+        if op == "helper":
+            return {"helpers": start_helper(args.get("kind", "plain"), Path(args["output_dir"]))}
+        if op == "flood":  # one line of `mb` MB, as a model printing a huge tensor would
+            chunk = "x" * 2**20
+            for _ in range(int(args.get("mb", 1))):
+                sys.stdout.write(chunk)
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            return {}
+        if op == "bad_return":
+            bad: Any = {"nan": float("nan"), "set": {1, 2}, "lambda": lambda: 0}[args["what"]]
+            return {"ok": 1, "metrics": {"score": bad}}
+        if op == "sysexit":
+            sys.exit(int(args.get("code", 3)))
         if op == "write":
             out = Path(args["output_dir"])
             (out / "clip.mp4").write_bytes(b"\x00fake")
@@ -90,6 +106,43 @@ class FaultModel:
             extra.write_bytes(b"x")
             return {"videos": [str(extra)], "answer": 42}
         return None
+
+
+_HELPER = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    kind, pidfile = sys.argv[1], sys.argv[2]
+    if kind == "doublefork":  # a classic daemon: fork, setsid, fork again, parent exits
+        if os.fork():
+            os._exit(0)
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+    if kind in ("doublefork", "ignore_term"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with open(pidfile + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(pidfile + ".tmp", pidfile)
+    time.sleep(600)
+    """
+)
+
+
+def start_helper(kind: str, folder: Path) -> list[int]:
+    """Start a helper process of ``kind`` (plain, setsid, doublefork, ignore_term); its pid."""
+    pidfile = folder / f"helper-{kind}.pid"
+    subprocess.Popen(
+        [sys.executable, "-c", _HELPER, kind, str(pidfile)],
+        start_new_session=kind == "setsid",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while not pidfile.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the helper did not start")
+        time.sleep(0.01)
+    return [int(pidfile.read_text())]
 
 
 def create_worker() -> FaultModel:
@@ -102,6 +155,13 @@ def broken_factory() -> FaultModel:
 
 def dying_factory() -> FaultModel:
     os._exit(7)
+
+
+def hanging_factory() -> FaultModel:
+    """A weight load stuck on a network file system."""
+    print("loading weights from /nfs/stuck/model.safetensors", flush=True)
+    while True:
+        time.sleep(1)
 
 
 class NoInfer:

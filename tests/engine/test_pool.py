@@ -9,13 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import psutil
 import pytest
-from enginetest import wait_for, worker_pids
+from enginetest import alive, parent_script, wait_for, worker_pids
 
 import cosmos_gradio_nb as cg
 
@@ -361,24 +360,6 @@ def test_distributed_group_with_gloo(make_app, monkeypatch) -> None:
     assert app.infer({"x": 1}).result(60).status["sum"] == 3
 
 
-def parent_script(tmp_path: Path, tail: str) -> Path:
-    """A script that starts 2 workers, prints their pids, then runs ``tail``."""
-    script = tmp_path / "parent.py"
-    script.write_text(
-        textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from cosmos_gradio_nb import NotebookApp
-        app = NotebookApp(factory_module="models", num_gpus=2, gpus_per_model=1,
-                          output_dir={str(tmp_path / "out")!r}, log_file={str(tmp_path / "log")!r})
-        app.wait_ready(30)
-        print(" ".join(str(w.pid) for w in app.workers()), flush=True)
-        """)
-        + tail
-    )
-    return script
-
-
 def test_workers_die_with_their_parent(tmp_path) -> None:
     script = parent_script(tmp_path, "import time\ntime.sleep(600)\n")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
@@ -391,14 +372,7 @@ def test_workers_die_with_their_parent(tmp_path) -> None:
         assert len(pids) == 2 and all(psutil.pid_exists(p) for p in pids)
         parent.kill()  # SIGKILL: no atexit, no cleanup code runs in the parent
         parent.wait(10)
-
-        def gone() -> bool:
-            return not any(
-                psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-                for p in pids
-            )
-
-        wait_for(gone, timeout=5)
+        wait_for(lambda: not alive(pids), timeout=5)
     finally:
         parent.kill()
 
