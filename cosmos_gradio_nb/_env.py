@@ -156,10 +156,12 @@ class DeploymentEnv(BaseSettings):
             super().__init__(**{k: v for k, v in values.items() if v is not None})
         except pydantic.ValidationError as exc:
             problems = []
+            fields = {env_var(f).lower(): f for f in type(self).model_fields}
             for err in exc.errors():
-                loc = str(err["loc"][0]) if err["loc"] else ""
-                name = env_var(loc) if loc in type(self).model_fields else loc or "NUM_GPUS"
-                shown = "(hidden)" if loc == "auth" else repr(err.get("input"))
+                loc = str(err["loc"][0]).lower() if err["loc"] else ""
+                field = fields.get(loc, loc)
+                name = env_var(field) if field in type(self).model_fields else "NUM_GPUS"
+                shown = "(hidden)" if field == "auth" else repr(err.get("input"))
                 problems.append(f"{name}: {err['msg']} (got {shown})")
             raise ValidationError(
                 "invalid deployment settings: " + "; ".join(problems), key=problems[0]

@@ -41,22 +41,33 @@ class LogFile:
         self._closed = False
 
     def write(self, lines: list[str]) -> None:
-        """Append ``lines`` (one write; never raises: a full disk must not stop the engine)."""
+        """Append ``lines``, rotating between them as needed (never raises: a full disk
+        must not stop the engine)."""
         if not lines:
             return
-        data = ("\n".join(lines) + "\n").encode("utf-8", "replace")
+        blocks = [(line + "\n").encode("utf-8", "replace") for line in lines]
         with self._lock:
             if self._closed:
                 return
             with contextlib.suppress(OSError):
                 fd = self._current_fd()
-                if self._size and self._size + len(data) > self.max_bytes:
-                    fd = self._rotate()
-                os.write(fd, data)
-                self._size += len(data)
+                chunk: list[bytes] = []
+                size = self._size
+                for block in blocks:
+                    if size and size + len(block) > self.max_bytes:
+                        if chunk:
+                            os.write(fd, b"".join(chunk))
+                            chunk = []
+                        fd = self._rotate()
+                        size = 0
+                    chunk.append(block)
+                    size += len(block)
+                if chunk:
+                    os.write(fd, b"".join(chunk))
+                self._size = size
         if self.echo:
             with contextlib.suppress(Exception):
-                sys.__stderr__.write(data.decode())  # type: ignore[union-attr]
+                sys.__stderr__.write(b"".join(blocks).decode())  # type: ignore[union-attr]
 
     def close(self) -> None:
         with self._lock:

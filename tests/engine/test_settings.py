@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
@@ -169,3 +170,70 @@ def test_validators_see_the_apps_own_folders(
         assert cg.check_asset_path(mine / "cat.png") == (mine / "cat.png").resolve()
     with pytest.raises(ValueError, match="outside"):
         cg.check_asset_path(mine / "cat.png")
+
+
+def test_every_app_setting_is_a_real_keyword_of_both_apps() -> None:
+    import inspect
+
+    from cosmos_gradio_nb._env import app_settings
+
+    for cls in (cg.NotebookApp, cg.GradioApp):
+        params = inspect.signature(cls).parameters
+        assert "kwargs" not in params
+        assert [p for p in params if p in app_settings()] == app_settings()
+        assert {"validator", "factory_module", "factory_function", "factory", "name"} <= set(params)
+    assert "num_gpus" in (cg.NotebookApp.__init__.__doc__ or cg._app._BaseApp.__doc__ or "")
+
+
+def test_every_setting_is_documented_in_the_readme_and_reaches_the_worker() -> None:
+    from cosmos_gradio_nb._env import DeploymentEnv, env_var
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    env = DeploymentEnv(ray_address="auto", gpus_per_model=1, shared_output_dir=False)
+    worker = env.worker_environment()
+    for name in DeploymentEnv.model_fields:
+        assert f"| `{env_var(name)}` |" in readme, f"README's settings table lacks {env_var(name)}"
+        if name != "auth" and getattr(env, name) not in (None, []):
+            assert env_var(name) in worker
+    assert "COSMOS_GRADIO_AUTH" not in DeploymentEnv(auth="u:p").worker_environment()
+
+
+def test_every_app_setting_is_a_serve_option() -> None:
+    from cosmos_gradio_nb._cli import build_parser
+    from cosmos_gradio_nb._env import app_settings
+
+    args = build_parser().parse_args(["serve", "--num-gpus", "4", "--backend", "ray"])
+    assert args.num_gpus == 4 and args.backend == "ray"
+    for name in app_settings():
+        assert hasattr(args, name)
+
+
+def test_a_keyword_typo_raises_before_the_running_app_is_replaced(deploy_dirs) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    app = cg.NotebookApp(factory_module="models", name="typo-test")
+    try:
+        with pytest.raises(TypeError, match="num_gpu"):
+            cg.NotebookApp(factory_module="models", name="typo-test", num_gpu=1)  # type: ignore[call-arg]
+        with pytest.raises(cg.ValidationError, match="NUM_GPUS"):
+            cg.NotebookApp(factory_module="models", name="typo-test", num_gpus=0)
+        assert not app.closed
+        assert app.infer({"op": "echo", "value": 5}).result(30).status["echo"] == 5
+    finally:
+        app.close()
+
+
+def test_asset_dirs_and_flags_parse_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ASSET_DIRS", os.pathsep.join(["/data/a", "/data/b"]))
+    monkeypatch.setenv("SHARED_OUTPUT_DIR", "0")
+    monkeypatch.setenv("COSMOS_GRADIO_PROXY", "1")
+    env = cg.DeploymentEnv()
+    assert env.asset_dirs == [Path("/data/a"), Path("/data/b")]
+    assert env.shared_output_dir is False and env.proxy is True
+    monkeypatch.setenv("BACKEND", "slurm")
+    with pytest.raises(cg.ValidationError, match="BACKEND"):
+        cg.DeploymentEnv()
+    monkeypatch.delenv("BACKEND")
+    monkeypatch.setenv("COSMOS_GRADIO_AUTH", "no-colon")
+    with pytest.raises(cg.ValidationError, match="COSMOS_GRADIO_AUTH") as info:
+        cg.DeploymentEnv()
+    assert "no-colon" not in str(info.value)  # a password is never echoed

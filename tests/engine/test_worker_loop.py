@@ -144,3 +144,40 @@ def test_build_model_errors_are_clear() -> None:
         build_model({"module": "json", "function": "nope"})
     with pytest.raises(TypeError, match="no infer"):
         build_model({"module": "collections", "function": "OrderedDict"})
+
+
+@pytest.mark.parametrize(
+    ("returned", "fragment"),
+    [
+        ({"score": float("nan")}, "'score'"),
+        ({"m": {"tags": {"a", "b"}}}, "'m.tags'"),
+        ({"fn": print}, "'fn'"),
+        ({"deep": [1, {"x": float("inf")}]}, "'deep[1].x'"),
+    ],
+)
+def test_a_return_value_json_cannot_hold_is_an_error_naming_the_key(
+    tmp_path: Path, returned: dict[str, Any], fragment: str
+) -> None:
+    class Returns:
+        def infer(self, args: dict[str, Any]) -> dict[str, Any]:
+            return returned
+
+    conn = FakeConn([infer_msg(tmp_path), infer_msg(tmp_path, "r2"), {"type": "shutdown"}])
+    serve(conn, Returns())
+    errors = [m for m in conn.sent if m["type"] == "error"]
+    assert len(errors) == 2 and fragment in errors[0]["message"]  # and it served the next one
+    status = json.loads((tmp_path / "r1" / "status.json").read_text())  # strict JSON
+    assert status["state"] == "failed" and fragment in status["error"]["message"]
+
+
+def test_sys_exit_inside_infer_is_an_error_and_the_loop_goes_on(tmp_path: Path) -> None:
+    class Exits:
+        def infer(self, args: dict[str, Any]) -> None:
+            raise SystemExit(4)
+
+    conn = FakeConn([infer_msg(tmp_path), infer_msg(tmp_path, "r2"), {"type": "shutdown"}])
+    serve(conn, Exits())
+    errors = [m for m in conn.sent if m["type"] == "error"]
+    assert len(errors) == 2
+    assert errors[0]["message"] == "the model called sys.exit(4) inside infer()"
+    assert "SystemExit" in errors[0]["traceback"]
