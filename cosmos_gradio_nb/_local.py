@@ -51,7 +51,8 @@ DRAIN_BYTES = 16 * 1024 * 1024  # read at most this much of a dead process's las
 
 @dataclass(frozen=True, slots=True)
 class MuxEvent:
-    """What the mux saw of one process: ``message`` (a dict), ``lines``, or ``exit``."""
+    """What the mux saw of one process: ``started`` (the model's pid), ``message`` (a dict),
+    ``lines``, ``exit``; or ``broken`` (the mux itself failed)."""
 
     kind: str
     key: Hashable
@@ -236,6 +237,7 @@ class ProcessMux:
                 msg = proc.conn.recv()
                 if msg.get("type") == "started":
                     proc.worker_pid = msg.get("pid")
+                    self._handler(MuxEvent("started", key, pid=proc.worker_pid))
                     continue
                 self._report_lines(key, proc)  # what it printed before sending this
                 self._handler(MuxEvent("message", key, message=msg))

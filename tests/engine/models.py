@@ -2,12 +2,15 @@
 
 Behaviour is picked by request parameters, so one worker serves every fault:
 ``{"op": "echo"}``, ``"raise"``, ``"crash"`` (SIGKILL itself), ``"exit"`` (os._exit),
-``"segfault"``, ``"hang"``, ``"sleep"``, ``"progress"``, ``"tqdm"``, ``"print"``, ``"write"``.
+``"segfault"``, ``"hang"``, ``"sleep"``, ``"progress"``, ``"tqdm"``, ``"print"``, ``"write"``,
+``"helper"`` (starts a helper process), ``"flood"``, ``"bad_return"``, ``"sysexit"``,
+``"big"`` (a large output file) and ``"read"`` (an input file).
 """
 
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import signal
 import subprocess
@@ -97,6 +100,13 @@ class FaultModel:
             return {"ok": 1, "metrics": {"score": bad}}
         if op == "sysexit":
             sys.exit(int(args.get("code", 3)))
+        if op == "big":  # a large output file, and its digest to compare the copy with
+            data = os.urandom(int(float(args.get("mb", 1)) * 2**20))
+            (Path(args["output_dir"]) / "big.bin").write_bytes(data)
+            return {"sha256": hashlib.sha256(data).hexdigest(), "written_in": args["output_dir"]}
+        if op == "read":  # an input file named in the request
+            data = Path(args["path"]).read_bytes()
+            return {"sha256": hashlib.sha256(data).hexdigest(), "seen_path": args["path"]}
         if op == "write":
             out = Path(args["output_dir"])
             (out / "clip.mp4").write_bytes(b"\x00fake")

@@ -1,0 +1,142 @@
+"""The Ray backend on a local Ray instance: the sample model, faults, close."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import psutil
+import pytest
+from conftest import our_placement_groups
+from enginetest import wait_for
+
+import cosmos_gradio_nb as cg
+from cosmos_gradio_nb.samples import FACTORY_MODULE, SampleParams
+
+TINY = {"num_frames": 6, "width": 64, "height": 48, "fps": 6}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False)
+    yield ray
+    ray.shutdown()
+
+
+def decoded_frames(path) -> int:
+    import av
+
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def agent_pid(worker_pid: int) -> int:
+    """The rank actor's process: the worker's keeper's parent."""
+    return psutil.Process(worker_pid).parent().parent().pid
+
+
+def test_sample_model_on_two_replicas(make_ray_app) -> None:
+    app = make_ray_app(
+        validator=SampleParams, factory_module=FACTORY_MODULE, num_gpus=2, gpus_per_model=1
+    )
+    app.wait_ready(120)
+    assert {w.node for w in app.workers()} == {"127.0.0.1"}
+    futs = app.map([{"seed": s, "frame_delay": 0.05, **TINY} for s in range(6)], progress=False)
+    results = [f.result(120) for f in futs]
+    for seed, res in enumerate(results):
+        assert res.status["params"]["seed"] == seed and res.status["state"] == "succeeded"
+        assert res.videos[0].parent == res.output_dir and decoded_frames(res.videos[0]) == 6
+        assert res.images and res.images[0].name == "poster.png"
+    assert {r.status["group"] for r in results} == {0, 1}
+    assert futs[0].progress == 1.0
+
+
+def test_sample_model_as_one_two_rank_gloo_group(make_ray_app) -> None:
+    app = make_ray_app(validator=SampleParams, factory_module=FACTORY_MODULE, num_gpus=2)
+    res = app.infer({"prompt": "two ranks on ray", "seed": 4, **TINY}).result(120)
+    assert res.status["world_size"] == 2 and decoded_frames(res.videos[0]) == 6
+    assert {line.split("]")[0] + "]" for line in res.log} == {"[g0 r0]", "[g0 r1]"}
+
+
+def test_torchrun_variables_progress_and_logs(make_ray_app) -> None:
+    app = make_ray_app(num_gpus=2)
+    env = app.infer({"op": "echo"}).result(60).status["env"]
+    assert env["WORLD_SIZE"] == "2" and env["RANK"] == "0" and env["MASTER_ADDR"] == "127.0.0.1"
+    assert int(env["MASTER_PORT"]) > 0 and env["CUDA_VISIBLE_DEVICES"] == ""
+    fut = app.infer({"op": "progress", "steps": 4})
+    seen: list[float] = []
+    fut.add_progress_callback(lambda f: seen.append(f.progress))
+    fut.result(60)
+    wait_for(lambda: seen and seen[-1] == 1.0, timeout=5)
+    res = app.infer({"op": "print", "lines": 2, "value": "r"}).result(60)
+    assert "[g0 r0] line 1 of request r" in res.log and "[g0 r1] to stderr" in res.log
+    assert "[g0 r1] line 0 of request r" in app.env.log_file.read_text()
+
+
+@pytest.mark.parametrize("victim", ["actor", "worker"])
+def test_a_killed_actor_fails_its_request_at_once_and_the_group_is_recreated(
+    make_ray_app, victim: str
+) -> None:
+    app = make_ray_app(num_gpus=2, gpus_per_model=1)
+    app.wait_ready(60)
+    hung = app.infer({"op": "hang"})
+    wait_for(lambda: hung.state == "running", timeout=10)
+    info = next(w for w in app.workers() if w.request_id == hung.request_id)
+    queued = [app.infer({"op": "sleep", "seconds": 0.3}) for _ in range(3)]
+    pid = agent_pid(info.pid) if victim == "actor" else info.pid
+    t0 = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(cg.WorkerCrashedError) as crash:
+        hung.result(10)
+    assert time.monotonic() - t0 < 1.0
+    assert crash.value.group == info.group
+    assert all(q.result(60).status["slept"] == 0.3 for q in queued)  # nothing queued was lost
+    wait_for(lambda: next(w for w in app.workers() if w.group == info.group).restarts == 1, 60)
+    again = next(w for w in app.workers() if w.group == info.group)
+    assert again.pid != info.pid and again.state in ("idle", "busy")
+
+
+def test_a_hung_request_times_out_and_terminate_stops_one(make_ray_app) -> None:
+    app = make_ray_app()
+    with pytest.raises(cg.InferenceTimeoutError):
+        app.infer({"op": "hang"}, timeout=0.5).result(30)
+    fut = app.infer({"op": "hang"})
+    wait_for(lambda: fut.state == "running", timeout=30)
+    assert fut.terminate() and fut.cancelled()
+    assert app.infer({"op": "echo", "value": 7}).result(60).status["echo"] == 7
+
+
+def test_close_removes_exactly_what_the_app_created(make_ray_app, local_ray) -> None:
+    ray = local_ray
+
+    @ray.remote(num_cpus=0)
+    class Bystander:
+        def ping(self) -> str:
+            return "pong"
+
+    other = Bystander.remote()
+    assert ray.get(other.ping.remote()) == "pong"
+    app = make_ray_app(num_gpus=2, gpus_per_model=1)
+    app.wait_ready(60)
+    app.infer({"op": "echo"}).result(60)
+    actors = [r.actor for g in app._pool.backend._groups.values() for r in g.ranks]
+    workers = [w.pid for w in app.workers()]
+    assert len(actors) == 2 and our_placement_groups(app) == ["CREATED", "CREATED"]
+    app.close()
+    for actor in actors:
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(actor.describe.remote(), timeout=30)
+    wait_for(lambda: set(our_placement_groups(app)) == {"REMOVED"}, timeout=10)
+    wait_for(lambda: not any(psutil.pid_exists(p) for p in workers), timeout=10)
+    assert ray.is_initialized()  # the test started Ray, so the app left it running
+    assert ray.get(other.ping.remote()) == "pong"
+
+
+def test_without_ray_installed_the_error_says_how_to_install_it(monkeypatch, deploy_dirs) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(cg.CosmosGradioError, match=r"pip install 'cosmos_gradio_nb\[ray\]'"):
+        cg.NotebookApp(factory_module="models", backend="ray", name="no-ray")
