@@ -1,0 +1,224 @@
+"""The local and the Ray backend side by side, in one run, on the same no-op model.
+
+Run: ``python benchmarks/bench_backends.py [--quick]``. Prints the figures, then one
+JSON line (prefixed ``BENCH_BACKENDS``).
+
+For each backend: start-up of 2 replicas, sequential dispatch p50/p99, throughput
+with 1,000 requests in flight, crash detection after SIGKILL (of a worker
+process locally; of the rank actor's process on Ray). For Ray also: a bare actor
+method call with the same payload, measured in this run (goal: our dispatch p50
+within 2x of it), and the time to copy a 100 MB output back from another node of
+a simulated two-node cluster (``SHARED_OUTPUT_DIR=0`` forces the copy, since both
+nodes share this machine's disk).
+
+Everything Ray starts listens on loopback only (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import psutil
+
+from cosmos_gradio_nb import NotebookApp, WorkerCrashedError
+
+PAYLOAD = {"prompt": "a red car", "seed": 1}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def measure(app: NotebookApp, n_seq: int, n_burst: int, n_crash: int, kill: Any) -> dict[str, Any]:
+    for i in range(30):
+        app.infer({**PAYLOAD, "i": i}).result(60)
+    times = []
+    for i in range(n_seq):
+        t = time.perf_counter()
+        res = app.infer({**PAYLOAD, "i": i}).result(60)
+        times.append(time.perf_counter() - t)
+        assert res.status["i"] == i
+    t = time.perf_counter()
+    futures = [app.infer({"i": i}) for i in range(n_burst)]
+    results = [f.result(300) for f in futures]
+    burst = time.perf_counter() - t
+    assert [r.status["i"] for r in results] == list(range(n_burst)), "a result went astray"
+    detections = []
+    for _ in range(n_crash):
+        fut = app.infer({"hang": True})
+        while fut.state != "running":
+            time.sleep(0.001)
+        pid = next(w.pid for w in app.workers() if w.request_id == fut.request_id)
+        t = time.perf_counter()
+        os.kill(kill(pid), signal.SIGKILL)
+        try:
+            fut.result(30)
+        except WorkerCrashedError:
+            detections.append(time.perf_counter() - t)
+        app.wait_ready(60)
+        while any(w.state != "idle" for w in app.workers()):
+            time.sleep(0.005)
+    return {
+        "dispatch_p50_ms": round(percentile(times, 0.5) * 1000, 3),
+        "dispatch_p99_ms": round(percentile(times, 0.99) * 1000, 3),
+        "in_flight": n_burst,
+        "req_per_s": round(n_burst / burst, 1),
+        "crash_detect_median_ms": round(statistics.median(detections) * 1000, 1),
+        "crash_detect_max_ms": round(max(detections) * 1000, 1),
+    }
+
+
+def bare_actor_call(ray: Any, n: int) -> list[float]:
+    @ray.remote(num_cpus=0)
+    class Echo:
+        def echo(self, payload: dict[str, Any]) -> dict[str, Any]:
+            return payload
+
+    actor = Echo.remote()
+    ray.get(actor.echo.remote(PAYLOAD))
+    times = []
+    for i in range(n + 30):
+        t = time.perf_counter()
+        ray.get(actor.echo.remote({**PAYLOAD, "i": i, "output_dir": "/tmp/x" * 8}))
+        if i >= 30:
+            times.append(time.perf_counter() - t)
+    ray.kill(actor)
+    return times
+
+
+def start(backend: str, out: Path) -> tuple[NotebookApp, float]:
+    t = time.perf_counter()
+    app = NotebookApp(
+        factory_module="noop_model",
+        factory_function="create_worker",
+        backend=backend,  # type: ignore[arg-type]
+        num_gpus=2,
+        gpus_per_model=1,
+        output_dir=out / backend,
+        log_file=out / f"{backend}.log",
+        name=f"bench-{backend}",
+    )
+    app.wait_ready(120)
+    return app, time.perf_counter() - t
+
+
+def copy_figures(out: Path, mb: int) -> dict[str, Any]:
+    """A 100 MB output made on the GPU node of a simulated cluster, copied back here."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=2, num_gpus=1)
+    ray.init(address=cluster.address)
+    try:
+        app = NotebookApp(
+            factory_module="noop_model",
+            backend="ray",
+            shared_output_dir=False,
+            output_dir=out / "copied",
+            log_file=out / "copied.log",
+            name="bench-copy",
+        )
+        app.wait_ready(120)
+        app.infer({"write_mb": 1}).result(120)  # warm
+        t = time.perf_counter()
+        res = app.infer({"write_mb": mb}).result(300)
+        total = time.perf_counter() - t
+        size = (res.output_dir / "out.bin").stat().st_size
+        assert size == mb * 2**20
+        alone = t2 = time.perf_counter()
+        app.infer({"write_mb": mb, "skip": True}).result(300)  # the same work, nothing to copy
+        alone = time.perf_counter() - t2
+        rss = psutil.Process().memory_info().rss / 2**20
+        app.close()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    return {
+        "copy_mb": mb,
+        "copy_request_s": round(total, 3),
+        "same_request_without_output_s": round(alone, 3),
+        "copy_s": round(total - alone, 3),
+        "copy_mb_per_s": round(mb / max(1e-9, total - alone), 1),
+        "app_rss_mb_after_copy": round(rss, 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
+    args = parser.parse_args()
+    n_seq, n_burst, n_crash = (100, 200, 3) if args.quick else (1000, 1000, 10)
+    out_dir = Path(tempfile.mkdtemp(prefix="cosmos-bench-backends-"))
+    figures: dict[str, Any] = {}
+
+    app, startup = start("local", out_dir)
+    local = {"startup_s": round(startup, 3), **measure(app, n_seq, n_burst, n_crash, lambda p: p)}
+    app.close()
+    figures["local"] = local
+
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False)
+    bare = bare_actor_call(ray, n_seq)
+    app, startup = start("ray", out_dir)
+
+    def actor_of(worker_pid: int) -> int:  # the rank actor: the worker's keeper's parent
+        return psutil.Process(worker_pid).parent().parent().pid
+
+    remote = {"startup_s": round(startup, 3), **measure(app, n_seq, n_burst, n_crash, actor_of)}
+    app.close()
+    ray.shutdown()
+    remote["bare_actor_call_p50_ms"] = round(percentile(bare, 0.5) * 1000, 3)
+    remote["bare_actor_call_p99_ms"] = round(percentile(bare, 0.99) * 1000, 3)
+    remote["dispatch_ratio_p50_vs_bare_actor"] = round(
+        remote["dispatch_p50_ms"] / remote["bare_actor_call_p50_ms"], 2
+    )
+    remote.update(copy_figures(out_dir, 20 if args.quick else 100))
+    figures["ray"] = remote
+
+    for name, f in figures.items():
+        print(f"{name}:")
+        print(f"  start-up, 2 replicas of a no-op model: {f['startup_s'] * 1000:.0f} ms")
+        print(
+            f"  dispatch over {n_seq} sequential requests: p50 {f['dispatch_p50_ms']:.2f} ms, "
+            f"p99 {f['dispatch_p99_ms']:.2f} ms"
+        )
+        print(f"  throughput, {f['in_flight']} requests in flight: {f['req_per_s']:.0f} req/s")
+        print(
+            f"  crash detection over {n_crash} SIGKILLs: median {f['crash_detect_median_ms']:.1f} ms, "
+            f"max {f['crash_detect_max_ms']:.1f} ms (goal < 1000 ms)"
+        )
+    r = figures["ray"]
+    print(
+        f"ray: bare actor call p50 {r['bare_actor_call_p50_ms']:.2f} ms, p99 "
+        f"{r['bare_actor_call_p99_ms']:.2f} ms; our dispatch p50 is "
+        f"{r['dispatch_ratio_p50_vs_bare_actor']:.2f}x of it (goal < 2x)"
+    )
+    print(
+        f"ray: a {r['copy_mb']} MB output copied back from another node: {r['copy_s']:.2f} s "
+        f"({r['copy_mb_per_s']:.0f} MB/s; request {r['copy_request_s']:.2f} s, the same request "
+        f"without the copy {r['same_request_without_output_s']:.2f} s); app RSS after "
+        f"{r['app_rss_mb_after_copy']:.0f} MB"
+    )
+    print("BENCH_BACKENDS " + json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
