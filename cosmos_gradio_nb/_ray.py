@@ -30,6 +30,7 @@ import contextlib
 import logging
 import os
 import queue
+import signal
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -81,18 +82,30 @@ def ray_backend(env: DeploymentEnv) -> Any:
 
 
 def _connect(ray: Any, address: str | None) -> bool:
-    """Join (or start) Ray; True when this call started a new local instance."""
+    """Join (or start) Ray; True when this call started a new local instance.
+
+    ``ray.init`` replaces the process's SIGTERM handler with one that exits at
+    once; the process is not Ray's (a server that must close its page and
+    workers, a notebook kernel), so the handlers in place before are put back.
+    """
     if ray.is_initialized():
         return False
-    if address is None:
-        try:
-            ray.init(address="auto")
-            return False
-        except ConnectionError:
-            ray.init()
-            return True
-    ray.init(address=address)
-    return False
+    main = threading.current_thread() is threading.main_thread()
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    try:
+        if address is None:
+            try:
+                ray.init(address="auto")
+                return False
+            except ConnectionError:
+                ray.init()
+                return True
+        ray.init(address=address)
+        return False
+    finally:
+        for sig, handler in saved.items():
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 @dataclass(eq=False)

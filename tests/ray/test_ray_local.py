@@ -140,3 +140,60 @@ def test_without_ray_installed_the_error_says_how_to_install_it(monkeypatch, dep
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(cg.CosmosGradioError, match=r"pip install 'cosmos_gradio_nb\[ray\]'"):
         cg.NotebookApp(factory_module="models", backend="ray", name="no-ray")
+
+
+def test_serve_with_the_ray_backend_generates_through_the_page(local_ray, tmp_path) -> None:
+    import subprocess
+    import threading
+    from pathlib import Path
+
+    import requests
+    from gradio_client import Client
+
+    address = local_ray.get_runtime_context().gcs_address
+    port = _free_port()
+    repo = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]),
+        "OUTPUT_DIR": str(tmp_path / "outputs"),
+        "UPLOADS_DIR": str(tmp_path / "uploads"),
+        "LOG_FILE": str(tmp_path / "outputs" / "app.log"),
+    }
+    cmd = [sys.executable, "-m", "cosmos_gradio_nb", "serve", "--port", str(port)]
+    cmd += ["--backend", "ray", "--ray-address", address, "--num-gpus", "1"]
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    out: list[str] = []
+    assert proc.stdout is not None
+    reader = threading.Thread(
+        target=lambda: out.extend(iter(proc.stdout.readline, "")), daemon=True
+    )
+    reader.start()
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_for(lambda: any(url in line for line in out) or proc.poll() is not None, 180)
+        assert proc.poll() is None, "".join(out)
+        assert requests.get(url, timeout=10).status_code == 200
+        client = Client(url, verbose=False)
+        status, files = client.predict(
+            '{"num_frames": 6, "width": 64, "height": 48}', api_name="/generate"
+        )
+        assert status["state"] == "succeeded" and any(str(f).endswith("video.mp4") for f in files)
+        assert "@ 127.0.0.1" in (tmp_path / "outputs" / "app.log").read_text()  # a Ray worker
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, "".join(out)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert local_ray.is_initialized()  # the server joined our Ray; it did not stop it
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
