@@ -48,6 +48,7 @@ __all__ = [
     "SendError",
     "StartFailed",
     "WorkerBackend",
+    "message_event",
 ]
 
 
@@ -159,6 +160,22 @@ class BackendBroken:
 
 Event = Ready | StartFailed | Progress | Output | Reply | Died | Gone | BackendBroken
 Emit = Callable[[Event], None]
+
+
+def message_event(group: int, incarnation: int, rank: int, msg: dict[str, Any]) -> Event | None:
+    """The event for a message a worker sent (``_protocol.py``); None for one the pool needs not."""
+    kind = msg.get("type")
+    if kind == "ready":
+        return Ready(group, incarnation, rank)
+    if kind == "startup_error":
+        summary = f"{msg.get('error_type')}: {msg.get('message')}"
+        return StartFailed(group, incarnation, rank, summary, str(msg.get("traceback", "")))
+    if kind == "progress":
+        fraction, text = msg.get("fraction"), str(msg.get("message", ""))
+        return Progress(group, incarnation, str(msg.get("id")), fraction, text)
+    if kind in ("done", "error"):
+        return Reply(group, incarnation, rank, msg)
+    return None
 
 
 class SendError(OSError):

@@ -145,11 +145,27 @@ def _exit_like(status: int) -> None:
     os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
 
 
-def start_keeper(app_pid: int, close_fds: tuple[int, ...]) -> None:
+def _report(fd: int | None, status: int) -> None:
+    """Tell the app how the worker ended, at once, before the clean-up (which can take a while).
+
+    A peer rank learns of the death the instant the kernel closes the worker's
+    sockets; this report lets the app learn as fast, with the exit code or signal.
+    """
+    if fd is None:
+        return
+    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    with contextlib.suppress(OSError):
+        os.write(fd, f"{code}\n".encode())
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+def start_keeper(app_pid: int, close_fds: tuple[int, ...], report_fd: int | None = None) -> None:
     """Fork; return in the child (the worker). The parent stays the keeper and never returns.
 
-    ``close_fds`` are closed in the keeper (the control socket: the pool must see
-    EOF the moment the worker dies).
+    ``close_fds`` are closed in the keeper (the control socket: the app sees EOF
+    the moment the worker dies); ``report_fd`` is the keeper's alone (closed in the
+    worker): it carries the worker's exit code, written the moment it is known.
     """
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
     keeper = os.getpid()
@@ -160,6 +176,8 @@ def start_keeper(app_pid: int, close_fds: tuple[int, ...]) -> None:
         set_parent_death_signal(signal.SIGKILL)
         if os.getppid() != keeper:  # the keeper died before prctl took effect
             os._exit(1)
+        if report_fd is not None:
+            os.close(report_fd)
         return
     for fd in close_fds:
         with contextlib.suppress(OSError):
@@ -180,6 +198,7 @@ def start_keeper(app_pid: int, close_fds: tuple[int, ...]) -> None:
                 os.kill(worker, signal.SIGKILL)
             status = os.waitpid(worker, 0)[1]
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _report(report_fd, status)
     stopped = _stop_descendants(worker)
     if stopped:
         print(

@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._backend import (
@@ -33,12 +33,9 @@ from ._backend import (
     Gone,
     GroupSpec,
     Output,
-    Progress,
     RankInfo,
-    Ready,
-    Reply,
     SendError,
-    StartFailed,
+    message_event,
 )
 from ._process import WorkerProcess, free_port, gpu_assignment, rank_environment, signal_name
 
@@ -52,7 +49,8 @@ DRAIN_BYTES = 16 * 1024 * 1024  # read at most this much of a dead process's las
 @dataclass(frozen=True, slots=True)
 class MuxEvent:
     """What the mux saw of one process: ``started`` (the model's pid), ``message`` (a dict),
-    ``lines``, ``exit``; or ``broken`` (the mux itself failed)."""
+    ``lines``, ``died`` (the worker ended: its keeper says so, then cleans up), ``exit`` (the
+    keeper ended too: everything is gone); or ``broken`` (the mux itself failed)."""
 
     kind: str
     key: Hashable
@@ -218,6 +216,8 @@ class ProcessMux:
                     continue  # released or replaced earlier in this batch
                 if kind == "out":
                     self._report_lines(key, proc)
+                elif kind == "report":
+                    self._on_report(key, proc)
                 elif kind == "conn":
                     self._read_conn(key, proc)
                 else:
@@ -247,6 +247,13 @@ class ProcessMux:
             else:  # the worker is gone; its keeper is cleaning up, and its pidfd will tell
                 proc.close_conn()
 
+    def _on_report(self, key: Hashable, proc: WorkerProcess) -> None:
+        """The keeper says the worker ended: tell now; the keeper's own exit follows."""
+        code = proc.read_report()
+        if code is not None:
+            self._report_lines(key, proc)  # its last words first
+            self._handler(MuxEvent("died", key, exitcode=code, pid=proc.worker_pid or proc.pid))
+
     def _on_exit(self, key: Hashable, proc: WorkerProcess, *, report: bool = True) -> None:
         pid = proc.worker_pid or proc.pid
         code = proc.reap(timeout=1.0)
@@ -275,6 +282,7 @@ class _LocalGroup:
     size: int
     alive: set[int]
     stopping: bool = False
+    reported: set[int] = field(default_factory=set)  # ranks whose death was told
 
 
 class LocalBackend:
@@ -372,15 +380,21 @@ class LocalBackend:
         if ev.kind == "lines":
             self._emit(Output(group, inc, rank, ev.lines or []))
         elif ev.kind == "message" and ev.message is not None:
-            self._on_message(group, inc, rank, ev.message)
-        elif ev.kind == "exit":
+            event = message_event(group, inc, rank, ev.message)
+            if event is not None:
+                self._emit(event)
+        elif ev.kind in ("died", "exit"):
             with self._lock:
                 g = self._groups.get(group)
                 if g is None or g.incarnation != inc:
                     return
-                g.alive.discard(rank)
-                expected, last = g.stopping, not g.alive
-            if not expected:
+                tell = not g.stopping and rank not in g.reported
+                g.reported.add(rank)
+                last = False
+                if ev.kind == "exit":
+                    g.alive.discard(rank)
+                    last = not g.alive
+            if tell:
                 code = ev.exitcode
                 how = signal_name(code) or (
                     f"exit code {code}" if code is not None else "not started"
@@ -388,16 +402,3 @@ class LocalBackend:
                 self._emit(Died(group, inc, rank, how, ev.pid, code, signal_name(code)))
             if last:
                 self._emit(Gone(group, inc))
-
-    def _on_message(self, group: int, inc: int, rank: int, msg: dict[str, Any]) -> None:
-        kind = msg.get("type")
-        if kind == "ready":
-            self._emit(Ready(group, inc, rank))
-        elif kind == "startup_error":
-            summary = f"{msg.get('error_type')}: {msg.get('message')}"
-            self._emit(StartFailed(group, inc, rank, summary, msg.get("traceback", "")))
-        elif kind == "progress":
-            fraction, text = msg.get("fraction"), str(msg.get("message", ""))
-            self._emit(Progress(group, inc, str(msg.get("id")), fraction, text))
-        elif kind in ("done", "error"):
-            self._emit(Reply(group, inc, rank, msg))

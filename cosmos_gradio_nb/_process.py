@@ -174,6 +174,8 @@ class WorkerProcess:
         self.out_fd: int | None = None
         self.pidfd: int | None = None
         self.worker_pid: int | None = None  # the model's process, below the keeper
+        self.report_fd: int | None = None  # the keeper writes the worker's exit code here
+        self.worker_exit: int | None = None
         self.kill_at: float | None = None  # asked to stop: SIGKILL everything if not gone by then
         self._lines = _LineSplitter()
         self._send_lock = threading.Lock()
@@ -192,22 +194,29 @@ class WorkerProcess:
         """Start the process and send it its init message (factory, sys.path, rank)."""
         parent_sock, child_sock = socket.socketpair()
         child_fd = child_sock.fileno()
+        report_r, report_w = os.pipe()
         try:
             proc = subprocess.Popen(
                 [
                     *(sys.executable, "-m", "cosmos_gradio_nb._worker"),
                     *("--fd", str(child_fd), "--parent", str(os.getpid())),
+                    *("--report", str(report_w)),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                pass_fds=(child_fd,),
+                pass_fds=(child_fd, report_w),
                 env=env,
                 cwd=cwd,
                 start_new_session=True,  # own process group: killpg reaches its children
             )
+        except BaseException:
+            os.close(report_r)
+            raise
         finally:
             child_sock.close()
+            os.close(report_w)
+        self.report_fd = report_r
         self.proc = proc
         self.conn = Connection(parent_sock.detach())
         assert proc.stdout is not None
@@ -237,7 +246,25 @@ class WorkerProcess:
             pairs.append((self.out_fd, "out"))
         if self.pidfd is not None:
             pairs.append((self.pidfd, "pid"))
+        if self.report_fd is not None:
+            pairs.append((self.report_fd, "report"))
         return pairs
+
+    def read_report(self) -> int | None:
+        """The worker's exit code as its keeper reported it (once), else None."""
+        if self.report_fd is None:
+            return None
+        try:
+            data = os.read(self.report_fd, 64)
+        except OSError:
+            data = b""
+        self._close_fd(self.report_fd)
+        self.report_fd = None
+        try:
+            self.worker_exit = int(data.strip())
+        except ValueError:
+            return None
+        return self.worker_exit
 
     def read_lines(self, max_bytes: int = READ_BYTES) -> list[str]:
         """Complete output lines available now, reading at most ``max_bytes``; never blocks.
@@ -308,11 +335,11 @@ class WorkerProcess:
 
     def release(self) -> None:
         """Close every descriptor and forget the process (after it was reaped)."""
-        for fd in (self.out_fd, self.pidfd):
+        for fd in (self.out_fd, self.pidfd, self.report_fd):
             if fd is not None:
                 self._close_fd(fd)
         self.close_conn()
-        self.out_fd = self.pidfd = None
+        self.out_fd = self.pidfd = self.report_fd = None
         self.proc = None
         self.kill_at = None
 

@@ -43,12 +43,11 @@ from ._backend import (
     Gone,
     GroupSpec,
     Output,
-    Progress,
     RankInfo,
-    Ready,
     Reply,
     SendError,
     StartFailed,
+    message_event,
 )
 from ._env import DeploymentEnv
 from ._exceptions import CosmosGradioError
@@ -115,6 +114,7 @@ class _Rank:
     info: dict[str, Any] = field(default_factory=dict)
     worker_pid: int | None = None
     alive: bool = True
+    reported: bool = False  # its death was told
 
 
 @dataclass(eq=False)
@@ -354,57 +354,53 @@ class RayBackend:
                     rank.worker_pid = item[1]
                 elif kind == "message":
                     self._on_message(group, rank, item[1])
-                elif kind == "exit":
+                elif kind in ("died", "exit"):
                     code = item[1]
                     how = signal_name(code) or (f"exit code {code}" if code is not None else "lost")
-                    self._rank_gone(group, rank, how, code)
-                    return
+                    self._rank_gone(group, rank, how, code, final=kind == "exit")
+                    if kind == "exit":
+                        return
 
     def _on_message(self, group: _Group, rank: _Rank, msg: dict[str, Any]) -> None:
         spec, kind = group.spec, msg.get("type")
-        if kind == "ready":
-            self._emit(Ready(spec.index, spec.incarnation, rank.rank))
-        elif kind == "startup_error":
-            summary = f"{msg.get('error_type')}: {msg.get('message')}"
-            self._emit(
-                StartFailed(
-                    spec.index, spec.incarnation, rank.rank, summary, msg.get("traceback", "")
-                )
-            )
-        elif kind == "progress":
-            self._emit(
-                Progress(
-                    spec.index,
-                    spec.incarnation,
-                    str(msg.get("id")),
-                    msg.get("fraction"),
-                    str(msg.get("message", "")),
-                )
-            )
-        elif kind in ("done", "error"):
-            request = group.inflight.pop(str(msg.get("id")), None) if rank.rank == 0 else None
+        if kind in ("done", "error") and rank.rank == 0:
+            request = group.inflight.pop(str(msg.get("id")), None)
             if request is not None and kind == "done" and msg.get("status"):
-                try:
-                    msg = {**msg, "status": self._fetch_outputs(rank, msg["status"], *request)}
-                except Exception as exc:
-                    msg = {
-                        "type": "error",
-                        "id": msg.get("id"),
-                        "error_type": type(exc).__name__,
-                        "message": f"the outputs could not be copied back from {rank.info.get('ip')}: {exc}",
-                        "traceback": "",
-                    }
-            self._emit(Reply(spec.index, spec.incarnation, rank.rank, msg))
+                msg = self._copied_back(rank, msg, *request)
+        event = message_event(spec.index, spec.incarnation, rank.rank, msg)
+        if event is not None:
+            self._emit(event)
 
-    def _rank_gone(self, group: _Group, rank: _Rank, how: str, code: int | None) -> None:
+    def _copied_back(
+        self, lead: _Rank, msg: dict[str, Any], params: dict[str, Any], folder: str
+    ) -> dict[str, Any]:
+        """Rank 0's ``done``, with its files copied here; an ``error`` if they cannot be."""
+        try:
+            return {**msg, "status": self._fetch_outputs(lead, msg["status"], params, folder)}
+        except Exception as exc:
+            where = lead.info.get("ip")
+            return {
+                "type": "error",
+                "id": msg.get("id"),
+                "error_type": type(exc).__name__,
+                "message": f"the outputs could not be copied back from {where}: {exc}",
+                "traceback": "",
+            }
+
+    def _rank_gone(
+        self, group: _Group, rank: _Rank, how: str, code: int | None, *, final: bool = True
+    ) -> None:
+        """A rank's worker ended (``final``: and everything of it is gone)."""
         spec = group.spec
         with self._lock:
             if not rank.alive:
                 return
-            rank.alive = False
-            expected = group.stopping or self._closed
-            last = not any(r.alive for r in group.ranks)
-        if not expected:
+            tell = not (group.stopping or self._closed or rank.reported)
+            rank.reported = True
+            if final:
+                rank.alive = False
+            last = final and not any(r.alive for r in group.ranks)
+        if tell:
             self._emit(
                 Died(
                     spec.index,

@@ -134,7 +134,7 @@ class RankAgent:
         """What happened since the last call, in order; waits up to ``timeout`` s for something.
 
         Items: ``("lines", [...])``, ``("message", {...})``, ``("started", pid)``,
-        ``("exit", code, pid)``.
+        ``("died", code, pid)`` (the worker ended) and ``("exit", code, pid)`` (all is gone).
         """
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -161,8 +161,8 @@ class RankAgent:
                 self._events.append(("message", ev.message))
             elif ev.kind == "started":
                 self._events.append(("started", ev.pid))
-            elif ev.kind == "exit":
-                self._events.append(("exit", ev.exitcode, ev.pid))
+            elif ev.kind in ("died", "exit"):
+                self._events.append((ev.kind, ev.exitcode, ev.pid))
             else:
                 self._events.append(("exit", None, None))
             self._cond.notify_all()

@@ -188,10 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     args = argparse.ArgumentParser(prog="cosmos_gradio_nb._worker")
     args.add_argument("--fd", type=int, required=True, help="the control socket's descriptor")
     args.add_argument("--parent", type=int, required=True, help="the parent's pid")
+    args.add_argument("--report", type=int, default=None, help="the keeper's exit-report pipe")
     ns = args.parse_args(argv)
     # First thing, before the model is imported: fork; this process stays above the
     # worker as its keeper (see _keeper.py) and only the child returns here.
-    start_keeper(ns.parent, (ns.fd,))
+    start_keeper(ns.parent, (ns.fd,), ns.report)
 
     from multiprocessing.connection import Connection as MpConnection
 
