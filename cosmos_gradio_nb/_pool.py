@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import _failures as failures
 from ._backend import (
     BackendBroken,
     Died,
@@ -50,18 +51,15 @@ from ._backend import (
     StartFailed,
     WorkerBackend,
 )
+from ._effects import Effects
 from ._exceptions import (
     AppClosedError,
     CosmosGradioError,
-    InferenceError,
-    InferenceTimeoutError,
     QueueFullError,
-    WorkerCrashedError,
     WorkerStartupError,
 )
 from ._groups import AfterStop, Group, GroupState, IdleFirst, move
 from ._logfile import LogFile
-from ._outputs import base_status, finish_status, write_status
 from ._request import (
     PoolConfig,
     Request,
@@ -99,8 +97,6 @@ class WorkerPool:
         self._timer_wake = threading.Condition(self._lock)
         self._timer_until = 0.0  # when the timer's current wait ends (0: it is awake)
         self._pending: collections.deque[Request] = collections.deque()
-        self._completions: list[Callable[[], None]] = []
-        self._log_lines: list[str] = []
         self._closing = False
         self._close_deadline = 0.0
         self._forced = False
@@ -110,12 +106,10 @@ class WorkerPool:
         self._startup_error: WorkerStartupError | None = None
         self._router = IdleFirst()
         self._groups = [Group(g, env.group_size) for g in range(env.num_groups)]
-        self._log = LogFile(
-            env.log_file,
-            int(env.log_max_mb * 1024 * 1024),
-            env.log_backups,
-            echo=config.echo_logs,
+        log = LogFile(
+            env.log_file, int(env.log_max_mb * 1024 * 1024), env.log_backups, echo=config.echo_logs
         )
+        self._effects = Effects(self._lock, log, env.model_name)
         self._settings = {**env.worker_environment(), **config.worker_env}
         self.backend = backend(self._emit)
         self._timer = threading.Thread(
@@ -125,7 +119,7 @@ class WorkerPool:
             for group in self._groups:
                 self._launch_locked(group)
         self._timer.start()
-        self._flush()
+        self._effects.flush()
 
     # ------------------------------------------------------------------ public API
     def submit(self, request: Request) -> None:
@@ -143,7 +137,7 @@ class WorkerPool:
                 )
             self._pending.append(request)
             self._dispatch_locked()
-        self._flush()
+        self._effects.flush()
 
     def queue_position(self, request: Request) -> int | None:
         with self._lock:
@@ -165,8 +159,8 @@ class WorkerPool:
         with self._lock:
             with contextlib.suppress(ValueError):
                 self._pending.remove(request)
-            self._record_locked(request, "cancelled", None)
-        self._flush()
+            self._effects.record(request, "cancelled", None)
+        self._effects.flush()
 
     def terminate(self, request: Request) -> bool:
         """Stop a running request by stopping its group, which then restarts."""
@@ -174,11 +168,13 @@ class WorkerPool:
             group = next((g for g in self._groups if g.request is request), None)
             if group is None:
                 return False
-            self._record_locked(request, "cancelled", None)
-            self._log_app(f"request {request.id} terminated: restarting group {group.index}")
+            self._effects.record(request, "cancelled", None)
+            self._effects.app_line(
+                f"request {request.id} terminated: restarting group {group.index}"
+            )
             self._stop_locked(group, AfterStop.RESTART)
-            self._completions.append(request.future._force_cancel)
-        self._flush()
+            self._effects.call(request.future._force_cancel)
+        self._effects.flush()
         return True
 
     def restart_failed(self) -> int:
@@ -189,7 +185,7 @@ class WorkerPool:
                 return 0
             for group in todo:
                 self._restart_locked(group)
-        self._flush()
+        self._effects.flush()
         return len(todo)
 
     def wait_ready(self, timeout: float | None = None) -> None:
@@ -242,7 +238,7 @@ class WorkerPool:
                     self._close_group_locked(group)
                 self._ready.set()
                 self._timer_wake.notify()
-        self._flush()
+        self._effects.flush()
         if not first:
             self._closed.wait(timeout + 5.0)
             return
@@ -257,8 +253,8 @@ class WorkerPool:
             self._timer_wake.notify()
         if threading.current_thread() is not self._timer:
             self._timer.join(5.0)
-        self._flush()
-        self._log.close()
+        self._effects.flush()
+        self._effects.log_file.close()
 
     # ------------------------------------------------------------------ events (backend threads)
     def _emit(self, event: Event) -> None:
@@ -267,7 +263,7 @@ class WorkerPool:
                 self._handle_locked(event)
             except Exception:  # a bug here must not kill the backend's thread
                 logger.exception("cosmos_gradio_nb: error while handling %r", event)
-        self._flush()
+        self._effects.flush()
 
     def _handle_locked(self, event: Event) -> None:
         if isinstance(event, BackendBroken):
@@ -299,13 +295,13 @@ class WorkerPool:
         if group.request is not None:
             group.request.add_log(tagged)
         stamp = time.strftime("%H:%M:%S")
-        self._log_lines.extend(f"{stamp} {line}" for line in tagged)
+        self._effects.lines([f"{stamp} {line}" for line in tagged])
 
     def _on_progress(self, group: Group, event: Progress) -> None:
         request = group.request
         if request is not None and request.id == event.request_id:
             fut, fraction, message = request.future, event.fraction, event.message
-            self._completions.append(lambda: fut._set_progress(fraction, message))
+            self._effects.call(lambda: fut._set_progress(fraction, message))
 
     def _on_ready(self, group: Group, rank: int) -> None:
         group.ready_ranks.add(rank)
@@ -325,7 +321,7 @@ class WorkerPool:
             + (f" @ {r.node}" if self.backend.name != "local" else "")
             for r in ranks
         )
-        self._log_app(f"group {group.index} ready ({where})")
+        self._effects.app_line(f"group {group.index} ready ({where})")
         self._update_ready_locked()
         self._dispatch_locked()
 
@@ -336,15 +332,8 @@ class WorkerPool:
         request.replies[rank] = msg
         if msg.get("type") == "error" and not request.failed:
             request.failed = True
-            where = f" (group {group.index}, rank {rank})" if group.size > 1 else ""
-            error = InferenceError(
-                f"{msg.get('error_type')}: {msg.get('message')}{where}",
-                request_id=request.id,
-                rank=rank,
-                error_type=msg.get("error_type", ""),
-                remote_traceback=msg.get("traceback", ""),
-            )
-            self._completions.append(failer(request.future, error))
+            error = failures.inference_failed(group, rank, request, msg)
+            self._effects.call(failer(request.future, error))
             if len(request.replies) < group.size:
                 self._set_deadline_locked(group, "peer_deadline", PEER_GRACE)
         if len(request.replies) == group.size:
@@ -360,11 +349,11 @@ class WorkerPool:
         if not request.failed:
             group.crashes = 0
             status = request.replies[0].get("status") or {}
-            self._completions.append(resolver(request.future, build_result(request, status)))
+            self._effects.call(resolver(request.future, build_result(request, status)))
         elif group.size > 1:
             # A peer failed: rank 0 may have written "succeeded"; the failure wins.
             error = next(r for r in request.replies.values() if r["type"] == "error")
-            self._record_locked(request, "failed", err_dict_from_reply(error))
+            self._effects.record(request, "failed", err_dict_from_reply(error))
         self._dispatch_locked()
 
     def _on_died(self, group: Group, event: Died) -> None:
@@ -376,24 +365,13 @@ class WorkerPool:
         if group.state not in (S.IDLE, S.BUSY):
             return  # we are stopping it already
         request = group.request
-        self._log_app(
+        self._effects.app_line(
             f"group {group.index} rank {event.rank} died ({event.how}); restarting the group"
         )
         if request is not None:
-            pid = f" (pid {event.pid})" if event.pid else ""
-            error = WorkerCrashedError(
-                f"worker group {group.index} rank {event.rank}{pid} died ({event.how}) while "
-                f"running request {request.id}; the group is being restarted and queued "
-                "requests will run after it. Last lines:\n" + "\n".join(tail[-10:]),
-                request_id=request.id,
-                group=group.index,
-                rank=event.rank,
-                exitcode=event.exitcode,
-                signal_name=event.signal_name,
-                last_log_lines=tail,
-            )
-            self._record_locked(request, "failed", err_dict(error))
-            self._completions.append(failer(request.future, error))
+            error = failures.crashed(group, event, request, tail)
+            self._effects.record(request, "failed", err_dict(error))
+            self._effects.call(failer(request.future, error))
         group.crashes += 1
         self._stop_locked(group, AfterStop.RESTART, delay=_backoff(group.crashes))
 
@@ -439,7 +417,9 @@ class WorkerPool:
         group.peer_deadline = group.restart_at = None
         group.tails.clear()
         self._set_deadline_locked(group, "start_deadline", self.config.env.startup_timeout)
-        self._log_app(f"starting group {group.index} ({group.size} rank(s), {self.backend.name})")
+        self._effects.app_line(
+            f"starting group {group.index} ({group.size} rank(s), {self.backend.name})"
+        )
         spec = GroupSpec(
             index=group.index,
             size=group.size,
@@ -453,7 +433,7 @@ class WorkerPool:
 
     def _restart_locked(self, group: Group) -> None:
         if group.ever_ready or group.give_ups:
-            self._log_app(f"restarting group {group.index}")
+            self._effects.app_line(f"restarting group {group.index}")
         if group.state is S.FAILED:  # a retry: requests may queue for it again
             self._startup_error = None
             if not group.ever_ready:
@@ -474,20 +454,15 @@ class WorkerPool:
 
     def _start_failed_locked(self, group: Group, rank: int, summary: str, details: str) -> None:
         group.start_failures += 1
-        error = WorkerStartupError(
-            f"worker group {group.index} rank {rank} failed to start: {summary}\n{details}".rstrip(),
-            group=group.index,
-            rank=rank,
-            remote_traceback=details,
-        )
-        self._log_app(f"group {group.index} rank {rank} failed to start: {summary}")
+        error = failures.start_failed(group, rank, summary, details)
+        self._effects.app_line(f"group {group.index} rank {rank} failed to start: {summary}")
         give_up = not group.ever_ready or group.start_failures >= MAX_START_FAILURES
         if not give_up:
             self._stop_locked(group, AfterStop.RESTART, delay=_backoff(group.start_failures))
             return
         self._stop_locked(group, AfterStop.GIVE_UP)
         group.error = error
-        self._log_app(
+        self._effects.app_line(
             f"group {group.index} given up after {group.start_failures} failed start(s); "
             "it is tried again later, or at once with app.restart_workers()"
         )
@@ -539,8 +514,8 @@ class WorkerPool:
         """Fail every queued request with ``error``; each gets its status.json."""
         for request in self._pending:
             if not request.future.cancelled():
-                self._record_locked(request, "failed", err_dict(error))
-                self._completions.append(failer(request.future, error))
+                self._effects.record(request, "failed", err_dict(error))
+                self._effects.call(failer(request.future, error))
         self._pending.clear()
 
     def _fail_all_locked(self, error: BaseException) -> None:
@@ -548,8 +523,8 @@ class WorkerPool:
         self._fail_pending_locked(error)
         for group in self._groups:
             if group.request is not None:
-                self._record_locked(group.request, "failed", err_dict(error))
-                self._completions.append(failer(group.request.future, error))
+                self._effects.record(group.request, "failed", err_dict(error))
+                self._effects.call(failer(group.request.future, error))
                 group.request = None
 
     def _close_group_locked(self, group: Group) -> None:
@@ -577,13 +552,13 @@ class WorkerPool:
                 if self._shut_down:
                     return
                 self._check_timers_locked()
-                if not self._completions and not self._log_lines:
+                if not self._effects.pending:
                     timeout = self._next_timeout_locked()
                     self._timer_until = time.monotonic() + timeout
                     self._timer_wake.wait(timeout)
                     self._timer_until = 0.0
                     continue
-            self._flush()
+            self._effects.flush()
 
     def _next_timeout_locked(self) -> float:
         now = time.monotonic()
@@ -626,25 +601,20 @@ class WorkerPool:
                 self._restart_locked(g)
 
     def _timed_out_locked(self, group: Group, request: Request) -> None:
-        error = InferenceTimeoutError(
-            f"request {request.id} ran longer than its timeout of {request.timeout:g} s; "
-            f"worker group {group.index} was restarted",
-            request_id=request.id,
-            timeout=request.timeout,
-        )
-        self._log_app(str(error))
-        self._record_locked(request, "failed", err_dict(error))
-        self._completions.append(failer(request.future, error))
+        error = failures.timed_out(group, request)
+        self._effects.app_line(str(error))
+        self._effects.record(request, "failed", err_dict(error))
+        self._effects.call(failer(request.future, error))
         self._stop_locked(group, AfterStop.RESTART)
 
     def _peers_stuck_locked(self, group: Group) -> None:
-        self._log_app(
+        self._effects.app_line(
             f"group {group.index}: ranks still busy {PEER_GRACE:g} s after a peer failed; restarting"
         )
         request = group.request
         if request is not None:
             reply = next((r for r in request.replies.values() if r["type"] == "error"), None)
-            self._record_locked(request, "failed", err_dict_from_reply(reply) if reply else None)
+            self._effects.record(request, "failed", err_dict_from_reply(reply) if reply else None)
         self._stop_locked(group, AfterStop.RESTART)
 
     def _start_timed_out_locked(self, group: Group) -> None:
@@ -653,41 +623,3 @@ class WorkerPool:
         tail = "\n".join(list(group.tail(rank))[-20:])
         summary = f"not ready after {limit:g} s (STARTUP_TIMEOUT); its last lines:"
         self._start_failed_locked(group, rank, summary, tail or "(it printed nothing)")
-
-    # ------------------------------------------------------------------ records and side effects
-    def _record_locked(self, request: Request, state: str, error: dict[str, Any] | None) -> None:
-        """Queue the writing of a status.json for a request that did not finish on a worker."""
-        status = base_status(
-            request_id=request.id,
-            model_name=self.config.env.model_name,
-            params=request.params,
-            output_dir=request.output_dir,
-            queued_at=request.queued_at,
-            started_at=request.started_at,
-            group=request.group,
-        )
-
-        def write() -> None:
-            with contextlib.suppress(OSError):
-                write_status(request.output_dir, finish_status(status, state, error=error))
-
-        self._completions.append(write)
-
-    def _log_app(self, text: str) -> None:
-        self._log_lines.append(f"{time.strftime('%H:%M:%S')} [app] {text}")
-        logger.info(text)
-
-    def _flush(self) -> None:
-        """Run queued completions and log writes, outside the lock and in order."""
-        while True:
-            with self._lock:
-                if not self._completions and not self._log_lines:
-                    return
-                todo, self._completions = self._completions, []
-                lines, self._log_lines = self._log_lines, []
-            self._log.write(lines)
-            for fn in todo:
-                try:
-                    fn()
-                except Exception:
-                    logger.exception("error while completing a request")
