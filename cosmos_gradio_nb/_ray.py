@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
 import signal
 import threading
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ._backend import (
@@ -51,16 +49,15 @@ from ._backend import (
 )
 from ._env import DeploymentEnv
 from ._exceptions import CosmosGradioError
-from ._outputs import write_status
 from ._process import signal_name
-from ._ray_agent import CHUNK_BYTES, RankAgent, remap_paths
+from ._ray_agent import RankAgent
+from ._ray_files import FileMover
 
 __all__ = ["RayBackend", "ray_backend"]
 
 logger = logging.getLogger("cosmos_gradio_nb")
 
 KILL_AFTER = 10.0  # seconds a rank actor gets to stop its worker before it is killed
-PIPELINE = 4  # chunk transfers in flight per file
 
 
 def _import_ray() -> Any:
@@ -146,11 +143,7 @@ class RayBackend:
         self._gpus = float(ray.cluster_resources().get("GPU", 0)) > 0
         self._lock = threading.Lock()
         self._groups: dict[int, _Group] = {}
-        self._pushed: set[tuple[str, str, int, int]] = set()  # (node, path, size, mtime) sent
-        self._sentinels = [
-            self._write_sentinel(env.output_dir),
-            self._write_sentinel(env.uploads_dir),
-        ]
+        self._files = FileMover(ray, env, self._token)
         self._closed = False
 
     # -- the backend interface ----------------------------------------------------------------
@@ -220,10 +213,7 @@ class RayBackend:
             groups = list(self._groups.values())
         for g in groups:
             self._release(g, announce=False)
-        for sentinel in self._sentinels:
-            if sentinel is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(sentinel)
+        self._files.close()
         if self._started_ray:
             with contextlib.suppress(Exception):
                 self._ray.shutdown()
@@ -312,7 +302,7 @@ class RayBackend:
             rank.info = info
         lead = group.ranks[0]
         group.scratch = str(lead.info["scratch"])
-        group.shared = self._is_shared(lead)
+        group.shared = self._files.shared(lead.actor)
         port = ray.get(lead.actor.free_port.remote(), timeout=60)
         init = {
             "type": "init",
@@ -376,7 +366,8 @@ class RayBackend:
     ) -> dict[str, Any]:
         """Rank 0's ``done``, with its files copied here; an ``error`` if they cannot be."""
         try:
-            return {**msg, "status": self._fetch_outputs(lead, msg["status"], params, folder)}
+            copied = self._files.fetch(lead.actor, msg["status"], params, folder)
+            return {**msg, "status": copied}
         except Exception as exc:
             where = lead.info.get("ip")
             return {
@@ -471,30 +462,17 @@ class RayBackend:
         )
 
     # -- files, when the node does not share our folders ---------------------------------------
-    def _write_sentinel(self, folder: Path) -> str | None:
-        if self._env.shared_output_dir is not None:
-            return None
-        path = folder / f".cosmos-gradio-shared-{self._token}"
-        with contextlib.suppress(OSError):
-            folder.mkdir(parents=True, exist_ok=True)
-            path.write_text(self._token)
-            return str(path)
-        return None
-
-    def _is_shared(self, lead: _Rank) -> bool:
-        if self._env.shared_output_dir is not None:
-            return self._env.shared_output_dir
-        sentinel = self._sentinels[0]
-        if sentinel is None:
-            return False
-        return bool(self._ray.get(lead.actor.sees.remote(sentinel, self._token), timeout=60))
-
     def _send_loop(self, group: _Group) -> None:
         """Non-shared node: push the files a request names, point it at node-local folders, send."""
         assert group.sender is not None
+        lead = group.ranks[0]
+        node = str(lead.info.get("node_id"))
         while (msg := group.sender.get()) is not None:
             try:
-                msg = self._localize(group, msg)
+                if msg.get("type") == "infer":
+                    local, folder = self._files.localize(lead.actor, node, group.scratch, msg)
+                    group.inflight[str(msg["id"])] = (msg["params"], folder)
+                    msg = local
             except Exception as exc:
                 reply = {"type": "error", "id": msg.get("id"), "error_type": type(exc).__name__}
                 reply["message"] = f"the request's files could not be sent to the node: {exc}"
@@ -504,99 +482,6 @@ class RayBackend:
             for rank in group.ranks:
                 with contextlib.suppress(Exception):
                     rank.actor.run.remote(msg)
-
-    def _localize(self, group: _Group, msg: dict[str, Any]) -> dict[str, Any]:
-        if msg.get("type") != "infer":
-            return msg
-        folder = str(msg["output_dir"])
-        mapping = {folder: f"{group.scratch}/outputs/{Path(folder).name}"}
-        allowed = [self._env.uploads_dir, self._env.output_dir, *self._env.asset_dirs]
-        for value in _strings(msg["params"]):
-            path = Path(value)
-            if value in mapping or not path.is_absolute() or not path.is_file():
-                continue
-            if any(path.resolve().is_relative_to(d) for d in allowed):
-                mapping[value] = f"{group.scratch}/files/{value.lstrip(os.sep)}"
-                self._push(group, value, mapping[value])
-        group.inflight[str(msg["id"])] = (msg["params"], folder)
-        out = dict(msg, params=remap_paths(msg["params"], mapping), output_dir=mapping[folder])
-        return out
-
-    def _push(self, group: _Group, src: str, dest: str) -> None:
-        lead = group.ranks[0]
-        st = os.stat(src)
-        key = (str(lead.info.get("node_id")), src, st.st_size, int(st.st_mtime_ns))
-        if key in self._pushed:
-            return
-        for rank in group.ranks[:1]:  # STRICT_PACK: one node holds every rank
-            refs = []
-            with open(src, "rb") as f:
-                offset = 0
-                while True:
-                    data = f.read(CHUNK_BYTES)
-                    final = len(data) < CHUNK_BYTES
-                    refs.append(rank.actor.write_chunk.remote(dest, offset, data, final))
-                    if len(refs) >= PIPELINE:
-                        self._ray.get(refs.pop(0), timeout=300)
-                    offset += len(data)
-                    if final:
-                        break
-            self._ray.get(refs, timeout=300)
-        self._pushed.add(key)
-
-    def _fetch_outputs(
-        self, lead: _Rank, status: dict[str, Any], params: dict[str, Any], folder: str
-    ) -> dict[str, Any]:
-        """Stream the request's files into ``folder`` here; the status then names the copies."""
-        remote_dir = str(status.get("output_dir") or "")
-        files = status.get("files") or {}
-        remote = [
-            p for kind in ("videos", "images", "other", "partial") for p in files.get(kind, [])
-        ]
-        sizes = self._ray.get(lead.actor.file_sizes.remote(remote), timeout=120)
-        mapping = {remote_dir: folder}
-        for path in remote:
-            rel = (
-                os.path.relpath(path, remote_dir)
-                if path.startswith(remote_dir + os.sep)
-                else Path(path).name
-            )
-            local = os.path.join(folder, rel)
-            mapping[path] = local
-            if path in sizes:
-                self._pull(lead, path, sizes[path], local)
-        copied = remap_paths(status, mapping)
-        copied["params"] = params
-        copied["output_dir"] = folder
-        write_status(folder, copied)
-        with contextlib.suppress(Exception):
-            lead.actor.remove_folder.remote(remote_dir)
-        return dict(copied)
-
-    def _pull(self, rank: _Rank, path: str, size: int, local: str) -> None:
-        Path(local).parent.mkdir(parents=True, exist_ok=True)
-        part = f"{local}.part"
-        offsets = list(range(0, max(size, 1), CHUNK_BYTES))
-        with open(part, "wb") as f:
-            pending = []
-            for offset in offsets:
-                pending.append(rank.actor.read_chunk.remote(path, offset, CHUNK_BYTES))
-                if len(pending) >= PIPELINE:
-                    f.write(self._ray.get(pending.pop(0), timeout=300))
-            for ref in pending:
-                f.write(self._ray.get(ref, timeout=300))
-        os.replace(part, local)
-
-
-def _strings(value: Any) -> list[str]:
-    """Every string inside ``value`` (dict values, list items), depth first."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
-    if isinstance(value, list):
-        return [s for v in value for s in _strings(v)]
-    return []
 
 
 def _fmt(resources: dict[str, float]) -> str:
