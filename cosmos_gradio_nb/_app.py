@@ -158,7 +158,6 @@ class _BaseApp:
         self._validate = make_validator(validator)
         self._history: deque[InferenceFuture] = deque(maxlen=history_size)
         backend_factory = _backend_factory(self.env)
-        self._before_start()
         self._pool = WorkerPool(
             PoolConfig(
                 factory=spec,
@@ -171,6 +170,8 @@ class _BaseApp:
         )
         # Closes the workers when the app is garbage-collected or the interpreter exits.
         self._finalizer = weakref.finalize(self, self._pool.close)
+        self._before_start()  # only now: everything that could be refused has been checked
+        self._pool.start()
         self._after_start()
 
     def _before_start(self) -> None:

@@ -32,6 +32,7 @@ import contextlib
 import logging
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -111,10 +112,13 @@ class WorkerPool:
         )
         self._effects = Effects(self._lock, log, env.model_name)
         self._settings = {**env.worker_environment(), **config.worker_env}
-        self.backend = backend(self._emit)
+        self.backend = backend(self._emit)  # connects (to Ray, say) but starts no worker yet
         self._timer = threading.Thread(
             target=self._timer_loop, name=f"cosmos-gradio-timer-{id(self):x}", daemon=True
         )
+
+    def start(self) -> None:
+        """Start every group (once): the constructor only checked settings and connected."""
         with self._lock:
             for group in self._groups:
                 self._launch_locked(group)
@@ -429,7 +433,14 @@ class WorkerPool:
             sys_path=self.config.sys_path,
             cwd=self.config.cwd,
         )
-        self.backend.start(spec)
+        try:
+            self.backend.start(spec)
+        except Exception as exc:  # nothing started, so no Gone will come: act as if it had
+            logger.exception("cosmos_gradio_nb: the backend could not start group %d", group.index)
+            summary = f"{type(exc).__name__}: {exc}"
+            self._start_failed_locked(group, 0, summary, traceback.format_exc())
+            if group.state is S.STOPPING:
+                self._on_gone(group)
 
     def _restart_locked(self, group: Group) -> None:
         if group.ever_ready or group.give_ups:
@@ -528,7 +539,9 @@ class WorkerPool:
                 group.request = None
 
     def _close_group_locked(self, group: Group) -> None:
-        if group.state is S.IDLE:
+        if group.incarnation == 0:  # never started (the app failed before start())
+            group.state = S.STOPPED
+        elif group.state is S.IDLE:
             self._stop_locked(group, AfterStop.STOP, graceful=True)  # the model's close() runs
         elif group.state in (S.STARTING, S.BUSY):
             self._stop_locked(group, AfterStop.STOP)

@@ -62,6 +62,7 @@ def make_pool(tmp_path: Path) -> Iterator[MakePool]:
             factory={"module": "m", "function": "f"}, env=env, retry_after=retry_after
         )
         pool = WorkerPool(config, backend)
+        pool.start()
         pools.append(pool)
         made[0].sync()
         return pool, made[0]
@@ -347,6 +348,19 @@ def test_ready_is_counted_per_rank(make_pool: MakePool) -> None:
     assert pool.ready
 
 
+def test_a_backend_that_cannot_start_a_group_fails_it_without_hanging(make_pool: MakePool) -> None:
+    def broken(fake: FakeBackend) -> None:
+        def start(spec: object) -> None:
+            raise OSError("no free port")
+
+        fake.start = start  # type: ignore[method-assign]
+
+    pool, _ = make_pool(groups=1, setup=broken)
+    with pytest.raises(cg.WorkerStartupError, match="OSError: no free port"):
+        pool.wait_ready(2)
+    assert states(pool) == ["failed"]
+
+
 def test_the_transition_table_is_enforced() -> None:
     group = Group(0, 1)
     assert group.state is GroupState.STARTING
@@ -355,3 +369,15 @@ def test_the_transition_table_is_enforced() -> None:
         move(group, GroupState.RESTARTING)
     assert all(GroupState.STOPPING in TRANSITIONS[s] for s in (GroupState.IDLE, GroupState.BUSY))
     assert TRANSITIONS[GroupState.STOPPED] == frozenset()
+
+
+def test_closing_a_pool_that_never_started_is_immediate(tmp_path: Path) -> None:
+    env = DeploymentEnv(output_dir=tmp_path / "o", log_file=tmp_path / "log").resolved()
+    made: list[FakeBackend] = []
+    pool = WorkerPool(
+        PoolConfig(factory={"module": "m", "function": "f"}, env=env),
+        lambda emit: made.append(FakeBackend(emit, size=1)) or made[-1],
+    )
+    t0 = time.monotonic()
+    pool.close(5.0)
+    assert time.monotonic() - t0 < 1 and made[0].closed and made[0].starts == []
