@@ -255,7 +255,7 @@ class WorkerPool:
             self._closed.set()
             self._shut_down = True
             self._timer_wake.notify()
-        if threading.current_thread() is not self._timer:
+        if self._timer.is_alive() and threading.current_thread() is not self._timer:
             self._timer.join(5.0)
         self._effects.flush()
         self._effects.log_file.close()
