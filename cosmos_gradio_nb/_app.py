@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any
 
+from . import _tracking
 from ._env import DeploymentEnv
 from ._exceptions import ValidationError
 from ._future import InferenceFuture, InferenceResult
@@ -219,6 +220,7 @@ class _BaseApp:
         future = self._make_request(self.validate(params), timeout)
         self._pool.submit(future._request)
         self._history.append(future)
+        _tracking.register(future)  # the page follows it even through a wrapper of infer
         return future
 
     def map(

@@ -18,7 +18,14 @@ import time
 import unicodedata
 import uuid
 from pathlib import Path
-from typing import Literal
+
+from ._filetypes import (
+    ALLOWED_UPLOAD_EXTENSIONS,
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    FileKind,
+    kind_of,
+)
 
 __all__ = [
     "ALLOWED_EXTENSIONS",
@@ -34,16 +41,10 @@ __all__ = [
     "store_upload",
 ]
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
-VIDEO_EXTENSIONS = frozenset({".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v"})
-TEXT_EXTENSIONS = frozenset({".json", ".txt", ".md"})
-ALLOWED_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS | TEXT_EXTENSIONS
+ALLOWED_EXTENSIONS = ALLOWED_UPLOAD_EXTENSIONS  # the one table is in _filetypes
 
 DEFAULT_MAX_UPLOAD_MB = 500.0
 _MAX_NAME = 120
-
-Kind = Literal["image", "video", "other"]
-
 
 class UploadRejected(ValueError):
     """An upload was refused (type or size); the message says why, for the page."""
@@ -70,16 +71,6 @@ def max_upload_mb(value: float | None = None) -> float:
     return float(value)
 
 
-def kind_of(path: str | os.PathLike[str]) -> Kind:
-    """``image``, ``video`` or ``other``, from the file's extension."""
-    ext = Path(path).suffix.lower()
-    if ext in IMAGE_EXTENSIONS:
-        return "image"
-    if ext in VIDEO_EXTENSIONS:
-        return "video"
-    return "other"
-
-
 def json_key_for(path: str | os.PathLike[str]) -> str:
     """The request key an uploaded file is inserted under.
 
@@ -88,7 +79,7 @@ def json_key_for(path: str | os.PathLike[str]) -> str:
     (a prompt list, a config). The user can rename the key in the editor.
     """
     kind = kind_of(path)
-    return "input_file" if kind == "other" else kind
+    return kind.value if kind in (FileKind.IMAGE, FileKind.VIDEO) else "input_file"
 
 
 def sanitize_filename(name: str) -> str:
