@@ -354,7 +354,8 @@ def results_table_html(results: Any) -> str:
         when = status.get("queued_at_iso") or iso_time(status.get("queued_at")) or ""
         dur = status.get("duration")
         dur_text = f"{float(dur):.2f} s" if isinstance(dur, (int, float)) else ""
-        params = status.get("params") if isinstance(status.get("params"), dict) else {}
+        params = status.get("params")
+        params = params if isinstance(params, dict) else {}
         extra = _esc(status.get("broken", "")) if state == "broken" else ""
         if state == "failed" and isinstance(status.get("error"), dict):
             view = classify_error_record(status["error"])
@@ -371,7 +372,7 @@ def results_table_html(results: Any) -> str:
     )
     return (
         f'<div style="{style}">{head}<style>.cg-runs td,.cg-runs th{{padding:2px 8px;'
-        'text-align:left;vertical-align:middle}</style>'
+        "text-align:left;vertical-align:middle}</style>"
         f'<table class="cg-runs" style="{style}"><tr><th></th><th>queued (UTC)</th><th>state</th>'
         f"<th>duration</th><th>request</th><th>parameters</th></tr>{''.join(rows)}</table></div>"
     )

@@ -127,6 +127,10 @@ def _existing(paths: Any) -> list[Path]:
     return [Path(p) for p in paths if isinstance(p, str) and os.path.isfile(p)]
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
@@ -140,7 +144,11 @@ def _read_status(path: Path) -> tuple[dict[str, Any] | None, str | None, int]:
     except OSError as exc:
         return None, f"status.json cannot be read ({exc.strerror or exc})", 0
     if st.st_size > _MAX_STATUS_BYTES:
-        return None, f"status.json is {st.st_size / 2**20:.0f} MB, too large to read", st.st_mtime_ns
+        return (
+            None,
+            f"status.json is {st.st_size / 2**20:.0f} MB, too large to read",
+            st.st_mtime_ns,
+        )
     try:
         data = json.loads(path.read_bytes())
     except OSError as exc:
@@ -171,8 +179,8 @@ def read_run(folder: str | os.PathLike[str]) -> RunRecord:
             broken=broken,
             status_mtime_ns=mtime,
         )
-    files = status.get("files") if isinstance(status.get("files"), dict) else {}
-    params = status.get("params") if isinstance(status.get("params"), dict) else {}
+    files = _dict(status.get("files"))
+    params = _dict(status.get("params"))
     error = status.get("error") if isinstance(status.get("error"), dict) else None
     state = status.get("state")
     return RunRecord(
@@ -268,9 +276,23 @@ def page_of_runs(
     return HistoryPage(records=records, total=total, offset=offset, limit=limit)
 
 
-def params_summary(params: dict[str, Any], limit: int = 4, width: int = 40) -> str:
-    """``prompt="a red car" seed=1 num_frames=24``: a run's key parameters, on one line."""
-    keys = [k for k in params if k != "output_dir"]
+def params_summary(
+    params: dict[str, Any],
+    limit: int = 4,
+    width: int = 40,
+    defaults: dict[str, Any] | None = None,
+) -> str:
+    """``prompt="a red car" seed=1 num_frames=24``: a run's key parameters, on one line.
+
+    The prompt and seed come first; with ``defaults`` (the default request) the
+    other keys are those whose value differs from it, which is what tells runs apart.
+    """
+    defaults = defaults or {}
+    keys = [
+        k
+        for k in params
+        if k != "output_dir" and (k in ("prompt", "seed") or params[k] != defaults.get(k, object()))
+    ]
     keys.sort(key=lambda k: (k != "prompt", k != "seed"))  # the prompt and seed first
     parts = []
     for key in keys[:limit]:

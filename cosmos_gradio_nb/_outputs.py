@@ -102,7 +102,9 @@ def collect_files(output_dir: str, returned: dict[str, Any] | None = None) -> di
     files: dict[str, list[str]] = {"videos": [], "images": [], "other": []}
     for path in ordered:
         kind = kind_of(path)
-        key = "videos" if kind is FileKind.VIDEO else "images" if kind is FileKind.IMAGE else "other"
+        key = (
+            "videos" if kind is FileKind.VIDEO else "images" if kind is FileKind.IMAGE else "other"
+        )
         files[key].append(path)
     return files
 

@@ -116,7 +116,11 @@ def _worker_view(exc: ex.WorkerError) -> ErrorView:
             message = message[len(etype) + 2 :]
         return ErrorView(f"The model raised {etype}", message, exc.remote_traceback or "", cat)
     if isinstance(exc, ex.WorkerCrashedError):
-        how = f"killed by {exc.signal_name}" if exc.signal_name else f"exited with code {exc.exitcode}"
+        how = (
+            f"killed by {exc.signal_name}"
+            if exc.signal_name
+            else f"exited with code {exc.exitcode}"
+        )
         rank = "?" if exc.rank is None else exc.rank
         return ErrorView(
             f"Worker rank {rank} crashed ({how})",

@@ -14,7 +14,7 @@ Standard library only: ``_app`` imports this on every ``submit``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -29,12 +29,21 @@ class Tracker:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._futures: list[Future[Any]] = []
+        self._listeners: list[Callable[[Future[Any]], None]] = []
         self.changed = threading.Event()
 
     def add(self, future: Future[Any]) -> None:
         with self._lock:
             self._futures.append(future)
+            listeners = list(self._listeners)
         self.changed.set()
+        for fn in listeners:
+            fn(future)
+
+    def add_listener(self, fn: Callable[[Future[Any]], None]) -> None:
+        """Call ``fn(future)`` for each future registered from now on (in the caller's thread)."""
+        with self._lock:
+            self._listeners.append(fn)
 
     @property
     def futures(self) -> list[Future[Any]]:

@@ -46,6 +46,7 @@ ALLOWED_EXTENSIONS = ALLOWED_UPLOAD_EXTENSIONS  # the one table is in _filetypes
 DEFAULT_MAX_UPLOAD_MB = 500.0
 _MAX_NAME = 120
 
+
 class UploadRejected(ValueError):
     """An upload was refused (type or size); the message says why, for the page."""
 
