@@ -272,8 +272,22 @@ def page_of_runs(
         names = [n for n in names if contains in n]
     total = len(names)
     offset = max(0, min(offset, max(0, total - 1)))
-    records = [read_run(root / n) for n in names[offset : offset + max(0, limit)]]
-    return HistoryPage(records=records, total=total, offset=offset, limit=limit)
+    end = min(total, offset + max(0, limit))
+    if end <= offset:
+        return HistoryPage(records=[], total=total, offset=offset, limit=limit)
+    # Requests queued within the same second share the name's time stamp and then sort
+    # by their random id: read the whole same-second groups at the page's edges and
+    # order each by its queue time (one status.json each, only for those groups).
+    start, stop = offset, end
+    while start > 0 and names[start - 1][:15] == names[offset][:15]:
+        start -= 1
+    while stop < total and names[stop][:15] == names[end - 1][:15]:
+        stop += 1
+    records = [read_run(root / n) for n in names[start:stop]]
+    records.sort(key=lambda r: (r.name[:15], r.queued_at or 0.0), reverse=True)
+    return HistoryPage(
+        records=records[offset - start : end - start], total=total, offset=offset, limit=limit
+    )
 
 
 def params_summary(
