@@ -283,6 +283,7 @@ def _wire_history(page: Page, hist: HistoryPanel) -> None:
 
 def _wire_files(page: Page, fb: FileBrowser) -> None:
     private: dict[str, Any] = {"api_visibility": "private", "show_progress": "hidden"}
+    fast = {**private, "queue": False}  # listing and preview: quick, no queue overlay
     folder_outputs = [page.fb_folder, page.fb_file, page.fb_folder_note]
     preview = [
         page.fb_video,
@@ -293,19 +294,19 @@ def _wire_files(page: Page, fb: FileBrowser) -> None:
         page.fb_info,
     ]
     page.fb_root.change(
-        fb.folders, inputs=[page.fb_root, page.fb_filter], outputs=folder_outputs, **private
+        fb.folders, inputs=[page.fb_root, page.fb_filter], outputs=folder_outputs, **fast
     )
     page.fb_filter.submit(
-        fb.folders, inputs=[page.fb_root, page.fb_filter], outputs=folder_outputs, **private
+        fb.folders, inputs=[page.fb_root, page.fb_filter], outputs=folder_outputs, **fast
     )
     page.fb_folder.input(
         fb.files,
         inputs=[page.fb_root, page.fb_folder],
         outputs=[page.fb_file, page.fb_zip_download],
-        **private,
+        **fast,
     )
     page.fb_file.input(
-        fb.preview, inputs=[page.fb_root, page.fb_folder, page.fb_file], outputs=preview, **private
+        fb.preview, inputs=[page.fb_root, page.fb_folder, page.fb_file], outputs=preview, **fast
     )
     page.fb_zip.click(
         fb.zip_folder,
@@ -314,7 +315,7 @@ def _wire_files(page: Page, fb: FileBrowser) -> None:
         **private,
     )
     page.fb_tab.select(
-        fb.folders, inputs=[page.fb_root, page.fb_filter], outputs=folder_outputs, **private
+        fb.folders, inputs=[page.fb_root, page.fb_filter], outputs=folder_outputs, **fast
     )
 
 

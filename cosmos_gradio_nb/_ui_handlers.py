@@ -330,7 +330,11 @@ class PageHandlers:
         return str(stored)
 
     def api_upload_file_list(self) -> list[dict[str, Any]]:
-        """Files stored by earlier uploads, newest first: path, name, size, time."""
+        """Files stored by earlier uploads, newest first: server path, name, size, time.
+
+        ``server_path``, not ``path``: gradio_client takes a dict with ``path`` for a file
+        to download and would replace it by a local copy.
+        """
         out = []
         for path in list_uploads(self.backend.uploads_dir):
             try:
@@ -339,7 +343,7 @@ class PageHandlers:
                 continue
             out.append(
                 {
-                    "path": str(path),
+                    "server_path": str(path),
                     "name": path.name,
                     "folder": path.parent.name,
                     "size": st.st_size,
