@@ -160,7 +160,7 @@ def bench_error_latency(url: str, clicks: int) -> dict[str, float]:
                     """(expected) => new Promise((resolve) => {
                         const t0 = performance.now();
                         const done = () => {
-                            const e = document.querySelector('#cg-status [data-state=error]');
+                            const e = document.querySelector('#cg-status [data-state=error], #cg-status [data-state=refused]');
                             return e && e.innerText.includes(expected);
                         };
                         const obs = new MutationObserver(() => {

@@ -47,6 +47,18 @@ class DeploymentEnv(BaseSettings):
     worker_timeout: float = Field(
         3600.0, gt=0, description="Seconds a request may run before its group is restarted."
     )
+    max_request_kb: float = Field(
+        1024.0,
+        gt=0,
+        description="Largest request the page and its API accept (the JSON text, in KB); a "
+        "larger one is refused at once, before it is parsed.",
+    )
+    upload_cache_max_age: float = Field(
+        86400.0,
+        gt=0,
+        description="Seconds a file stays in Gradio's upload cache (GRADIO_TEMP_DIR) before "
+        "the page deletes it; refused uploads are deleted at once.",
+    )
 
     @model_validator(mode="after")
     def _check_topology(self) -> DeploymentEnv:

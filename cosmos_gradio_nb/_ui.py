@@ -23,6 +23,7 @@ from typing import Any
 from ._provenance import git_info
 from ._ui_backend import Backend, has_cuda_devices
 from ._ui_files import FileBrowser
+from ._ui_guard import GuardPolicy, PageGuard
 from ._ui_handlers import PageHandlers
 from ._ui_history import HistoryPanel
 from ._ui_layout import Page, build_page
@@ -73,8 +74,15 @@ def _cosmos_blocks() -> Any:
     class CosmosBlocks(gr.Blocks):  # type: ignore[misc]
         _cosmos_allowed: list[str]
         _cosmos_max_bytes: int
+        _cosmos_guard: GuardPolicy
 
         def launch(self, *args: Any, **kwargs: Any) -> Any:
+            from starlette.middleware import Middleware
+
+            app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
+            middleware = list(app_kwargs.get("middleware") or [])
+            middleware.append(Middleware(PageGuard, policy=self._cosmos_guard))
+            kwargs["app_kwargs"] = {**app_kwargs, "middleware": middleware}
             allowed = list(kwargs.pop("allowed_paths", None) or [])
             kwargs["allowed_paths"] = allowed + list(self._cosmos_allowed)
             kwargs.setdefault("max_file_size", self._cosmos_max_bytes)
@@ -156,7 +164,13 @@ def create_gradio_UI(
     )
 
     blocks_cls = _cosmos_blocks()
-    with blocks_cls(title=header, analytics_enabled=False, fill_width=True) as demo:
+    # Gradio's cache (GRADIO_TEMP_DIR) keeps every upload and every output it served:
+    # files older than UPLOAD_CACHE_MAX_AGE are deleted, checked twice per that age.
+    age = max(1, int(float(getattr(backend.env, "upload_cache_max_age", 86400))))
+    cache = (max(1, min(age, 3600) // 2), age)
+    with blocks_cls(
+        title=header, analytics_enabled=False, fill_width=True, delete_cache=cache
+    ) as demo:
         page = build_page(
             header=header,
             header_info_html=info,
@@ -195,6 +209,12 @@ def create_gradio_UI(
         str(backend.log_file),
     ]
     demo._cosmos_max_bytes = int(limit_mb * 1024 * 1024)
+    demo._cosmos_guard = GuardPolicy(
+        max_request_bytes=backend.max_request_bytes,
+        output_dir=backend.output_dir,
+        uploads_dir=backend.uploads_dir,
+        log_file=backend.log_file,
+    )
     demo.cosmos_backend = backend  # for tests and the notebook helper
     demo.cosmos_handlers = handlers
     demo.cosmos_history = history

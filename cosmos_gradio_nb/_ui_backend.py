@@ -173,6 +173,7 @@ class Backend:
         self.output_dir = Path(self.env.output_dir).resolve()
         self.uploads_dir = Path(self.env.uploads_dir).resolve()
         self.log_file = Path(self.env.log_file).resolve()
+        self.max_request_bytes = int(float(getattr(self.env, "max_request_kb", 1024)) * 1024)
         self.started_at = time.time()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()

@@ -104,6 +104,30 @@ async def _follow(call: Call) -> AsyncIterator[concurrent.futures.Future[Any] | 
             pass
 
 
+def forget_cached_upload(path: str | Path) -> None:
+    """Delete Gradio's cached copy of an upload (and its folder when empty).
+
+    Gradio keeps every file ever sent in its cache (``GRADIO_TEMP_DIR``), refused ones
+    included; once stored in UPLOADS_DIR, or refused, the cached copy serves nothing.
+    Only files inside that cache are touched.
+    """
+    from gradio.utils import get_upload_folder
+
+    cache = Path(get_upload_folder()).resolve()
+    try:
+        real = Path(path).resolve()
+    except (OSError, RuntimeError):
+        return
+    if not real.is_relative_to(cache) or real == cache:
+        return
+    try:
+        real.unlink()
+        if real.parent != cache:
+            real.parent.rmdir()  # fails harmlessly while other files are in it
+    except OSError:
+        pass
+
+
 def _api_error(exc: BaseException) -> gr.Error:
     view = classify_error(exc)
     return gr.Error(f"{view.title}: {view.message}")
@@ -129,6 +153,17 @@ class PageHandlers:
         self.active: dict[str, _Active] = {}
 
     # ------------------------------------------------------------------ Generate
+    async def parse(self, text: str) -> dict[str, Any]:
+        """The request's JSON, parsed in a thread: the event loop serves every other page.
+
+        A text over ``MAX_REQUEST_KB`` is refused before it is parsed; validation
+        happens in ``infer_func``'s thread (``Backend.start``), never on the loop.
+        """
+        limit = self.backend.max_request_bytes
+        if isinstance(text, str) and len(text) > limit:  # refused at once, no thread needed
+            return parse_request_json(text, limit)
+        return await asyncio.to_thread(parse_request_json, text, limit)
+
     async def run_request(self, text: str, request: gr.Request) -> AsyncIterator[tuple[Any, ...]]:
         """Call ``infer_func`` and stream its state to the status panel until it ends.
 
@@ -138,7 +173,7 @@ class PageHandlers:
         t0 = time.monotonic()
         sid = (request.session_hash if request is not None else None) or ""
         try:
-            params = parse_request_json(text)
+            params = await self.parse(text)
         except ValueError as exc:
             yield error_html("Not a request", str(exc)), skip(), skip(), skip(), skip()
             return
@@ -262,7 +297,7 @@ class PageHandlers:
     # ------------------------------------------------------------------ API
     async def _outcome(self, text: str) -> tuple[Outputs, Call]:
         try:
-            params = parse_request_json(text)
+            params = await self.parse(text)
         except ValueError as exc:
             raise gr.Error(f"Not a request: {exc}") from None
         call = self.backend.start(params)
@@ -286,7 +321,7 @@ class PageHandlers:
     ) -> AsyncIterator[tuple[dict[str, Any], list[str]]]:
         """Run one request, yielding its state as it goes, then its status JSON and files."""
         try:
-            params = parse_request_json(text)
+            params = await self.parse(text)
         except ValueError as exc:
             raise gr.Error(f"Not a request: {exc}") from None
         call = self.backend.start(params)
@@ -379,20 +414,18 @@ class PageHandlers:
 
     # ------------------------------------------------------------------ uploads
     def _store(self, file: Any) -> tuple[Path | None, str]:
+        """Copy one upload into UPLOADS_DIR, then drop Gradio's cached copy, kept or refused."""
         src = getattr(file, "name", None) or getattr(file, "path", None) or str(file)
         original = getattr(file, "orig_name", None) or Path(src).name
         try:
-            return (
-                store_upload(
-                    src,
-                    self.backend.uploads_dir,
-                    original_name=original,
-                    max_mb=self.upload_limit_mb,
-                ),
-                "",
+            stored = store_upload(
+                src, self.backend.uploads_dir, original_name=original, max_mb=self.upload_limit_mb
             )
         except (UploadRejected, OSError) as exc:
             return None, str(exc)
+        finally:
+            forget_cached_upload(src)
+        return stored, ""
 
     def upload_choices(self) -> list[tuple[str, str]]:
         return [

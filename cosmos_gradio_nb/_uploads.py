@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import time
 import unicodedata
 import uuid
@@ -162,8 +163,11 @@ def list_uploads(uploads_dir: str | os.PathLike[str], limit: int = 200) -> list[
 
     Looks only one folder deep (``<unique>/<name>``), the layout
     :func:`store_upload` makes, so a huge ``UPLOADS_DIR`` is not walked whole.
+    Only regular files that really lie there are listed: no symbolic link (to a
+    folder or a file elsewhere) and no hard link (a second name of a file that may
+    lie anywhere); the page makes neither.
     """
-    root = Path(uploads_dir)
+    root = Path(uploads_dir).resolve()
     if not root.is_dir():
         return []
     found: list[tuple[float, Path]] = []
@@ -174,11 +178,21 @@ def list_uploads(uploads_dir: str | os.PathLike[str], limit: int = 200) -> list[
     for folder in folders:
         if len(found) >= limit:
             break
-        if not folder.is_dir():
+        if folder.is_symlink() or not folder.is_dir():
             continue
-        for f in folder.iterdir():
-            if f.is_file() and f.suffix.lower() in ALLOWED_EXTENSIONS:
-                found.append((f.stat().st_mtime, f.resolve()))
+        try:
+            entries = list(folder.iterdir())
+        except OSError:
+            continue
+        for f in entries:
+            if f.suffix.lower() not in ALLOWED_EXTENSIONS:
+                continue
+            try:
+                st = f.lstat()
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                found.append((st.st_mtime, f))
     found.sort(key=lambda t: t[0], reverse=True)
     return [p for _, p in found[:limit]]
 

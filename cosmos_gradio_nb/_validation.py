@@ -66,22 +66,19 @@ def problem_lines(errors: list[dict[str, Any]]) -> tuple[list[str], str | None]:
     return lines, first_key
 
 
-def bounded_message(lines: list[str], limit: int = MAX_PROBLEMS) -> str:
-    """The first ``limit`` lines, then ``... and N more problems`` (a message stays small)."""
-    if len(lines) <= limit:
-        return "\n".join(lines)
-    more = len(lines) - limit
-    return "\n".join([*lines[:limit], f"... and {more} more problem{'s' * (more != 1)}"])
-
-
 def from_pydantic(exc: Any) -> ValidationError:
     """Our ValidationError for a pydantic one: one line per problem (at most 20), ``key`` set."""
     try:
         errors = exc.errors(include_url=False)
     except Exception:  # an error that cannot list its problems: its text, bounded
         return ValidationError(str(exc)[:2000])
-    lines, key = problem_lines(errors)
-    return ValidationError(bounded_message(lines) or str(exc)[:2000], key=key)
+    # Only the shown problems are formatted: a request with 100,000 unknown keys must
+    # not cost 100,000 lines (nor a 14 MB message).
+    lines, key = problem_lines(errors[:MAX_PROBLEMS])
+    more = len(errors) - len(lines)
+    if more > 0:
+        lines.append(f"... and {more} more problem{'s' * (more != 1)}")
+    return ValidationError("\n".join(lines) or str(exc)[:2000], key=key)
 
 
 def _is_pydantic_error(exc: BaseException) -> bool:
