@@ -7,6 +7,7 @@ built the way ``create_gradio_UI`` builds them, driven as Gradio drives them.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,16 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NotebookApp]:
         yield a
 
 
+def _arun(coro: Any) -> Any:
+    """``asyncio.run`` in a thread of its own, as Gradio runs handlers on its server's loop.
+
+    Not in the test's thread: once the session's Playwright browser is up, its loop
+    runs in the main thread, and ``asyncio.run`` refuses to start a second one there.
+    """
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def _handlers(infer_func: Any) -> PageHandlers:
     return PageHandlers(Backend(infer_func), "{}", upload_limit_mb=1.0)
 
@@ -53,7 +64,7 @@ def _run(
             out.append(update)
         return out
 
-    return asyncio.run(drive())
+    return _arun(drive())
 
 
 def _panel(update: tuple[Any, ...]) -> str:
@@ -90,7 +101,7 @@ def test_a_lambda_around_the_blocking_infer_keeps_progress_and_cancel(app: Noteb
                 answer = await h.cancel(session)  # type: ignore[arg-type]
         return panels, answer
 
-    panels, answer = asyncio.run(scenario())
+    panels, answer = _arun(scenario())
     assert answer.startswith("Stopping"), answer
     assert 'data-state="cancelled"' in panels[-1] and "stopped while running" in panels[-1]
     rid = app.history[-1].request_id
@@ -134,7 +145,7 @@ def test_a_plain_function_result_is_shown_and_its_error_titled(tmp_path: Path) -
 
 
 def test_cancel_with_nothing_running_answers_in_the_page(app: NotebookApp) -> None:
-    answer = asyncio.run(_handlers(app.infer).cancel(SimpleNamespace(session_hash="idle")))  # type: ignore[arg-type]
+    answer = _arun(_handlers(app.infer).cancel(SimpleNamespace(session_hash="idle")))  # type: ignore[arg-type]
     assert answer.startswith("Nothing to cancel")
 
 
