@@ -11,8 +11,9 @@ line (prefixed ``BENCH_UI``).
    Chromium (median of several clicks). Goal: < 300 ms.
 3. With 10,000 past request folders in OUTPUT_DIR (synthetic status.json files, a
    few of them broken, a poster in each): the page's load time in Chromium (to
-   Generate visible and the workers line shown), the history list's first render
-   after load, and a history page change (Older, then Newer) in Chromium; plus
+   Generate visible and the workers line shown), the History tab's first list
+   (click to "Runs 1-20 of 10,..."), and a history page change (Older, then
+   Newer) in Chromium; plus
    the history handler's own time in process (a render, and a timer refresh that
    finds nothing changed). Pages without a history panel (the code before it)
    report the load time only.
@@ -257,19 +258,20 @@ def bench_page_with_history(url: str, loads: int, flips: int) -> dict[str, float
                     timeout=60_000,
                 )
                 load_times.append(time.perf_counter() - t0)
-                has_history = page.query_selector("#cg-hist-label") is not None
-                if has_history:
+                if page.query_selector("#cg-tab-history-button") is not None:
+                    t1 = time.perf_counter()  # the tab's content is built when first shown
+                    page.click("#cg-tab-history-button")
                     page.wait_for_function(
                         "() => (document.querySelector('#cg-hist-label')?.innerText || '')"
                         ".includes('of 10')",
                         timeout=60_000,
                     )
-                    first_list.append(time.perf_counter() - t0)
+                    first_list.append(time.perf_counter() - t1)
                 page.close()
             if first_list:
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
                 page.goto(url)
-                page.wait_for_selector("#cg-hist-label", timeout=60_000)
+                page.wait_for_selector("#cg-tab-history-button", timeout=60_000)
                 page.click("#cg-tab-history-button")
                 page.wait_for_function(
                     "() => document.querySelector('#cg-hist-label').innerText.includes('Runs 1-')",
@@ -377,7 +379,7 @@ def main() -> int:
         )
         if "history_render_ms" in results:
             print(
-                f"  history list: first render after load {results['history_first_list_median_ms']:.0f} ms, "
+                f"  history tab: opened and listed {results['history_first_list_median_ms']:.0f} ms, "
                 f"page change in Chromium median {results['history_page_change_median_ms']:.0f} ms "
                 f"(max {results['history_page_change_max_ms']:.0f} ms)\n"
                 f"  in process: render of a page {results['history_render_ms']:.1f} ms, "

@@ -446,11 +446,12 @@ class PageHandlers:
                 refused.append(problem)
             else:
                 stored.append(path)
-        lines = [f"Stored as `{p}`." for p in stored]
-        lines += [f"**Upload refused**: {why}" for why in refused]
+        root = self.backend.uploads_dir
+        lines = [f"- Stored as `{p.relative_to(root)}`" for p in stored]
+        lines += [f"- **Upload refused**: {why}" for why in refused]
         if stored:
-            lines.append("Pick one in the list and press **Insert into request** to use it.")
-        message = "\n\n".join(lines)
+            lines.append("\nPick one in the list and press **Insert into request** to use it.")
+        message = "\n".join(lines)
         if not stored:
             return skip(), skip(), message
         last = str(stored[-1])

@@ -116,7 +116,8 @@ def _header(header: str, info_html: str) -> Any:
         with gr.Column(scale=3, min_width=300):
             gr.Markdown(f"## {header}", elem_id="cg-header")
             gr.HTML(info_html, elem_id="cg-header-info")
-        workers = gr.Markdown("", elem_id="cg-workers")
+        with gr.Column(scale=2, min_width=300):
+            workers = gr.Markdown("", elem_id="cg-workers")
     return workers
 
 
