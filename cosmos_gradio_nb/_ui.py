@@ -102,6 +102,14 @@ def _cosmos_blocks() -> Any:
                 )
             return super().launch(*args, **kwargs)
 
+        def close(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return super().close(*args, **kwargs)
+            finally:  # the zips this page built; a later launch makes new ones
+                browser = getattr(self, "cosmos_files", None)
+                if browser is not None:
+                    browser.close()
+
     _blocks_cls = CosmosBlocks
     return CosmosBlocks
 
@@ -147,62 +155,16 @@ def create_gradio_UI(
     limit_mb = resolve_upload_mb(max_upload_mb)
     if default_request is None:
         default_request = backend.default_request() or {}
-    default_text = json.dumps(default_request, indent=2)
-    schema_md = schema_markdown(backend.params_schema(), default_request)
     backend.output_dir.mkdir(parents=True, exist_ok=True)
     backend.uploads_dir.mkdir(parents=True, exist_ok=True)
-    handlers = PageHandlers(backend, default_text, limit_mb)
-    history = HistoryPanel(backend, defaults=default_request)
-    browser = FileBrowser(backend)
-    device = f"{backend.env.num_gpus} GPU(s)" if has_cuda_devices() else "CPU"
-    info = header_info_html(
-        model_name=backend.model_name,
-        app_name=backend.app_name,
-        started_at=backend.started_at,
-        git=git_info(),
-        device=device,
+    schema_md = schema_markdown(backend.params_schema(), default_request)
+    demo = _build(
+        backend,
+        header=header,
+        default_request=default_request,
+        help_md="\n\n".join(p for p in (help_text, schema_md) if p),
+        limit_mb=limit_mb,
     )
-
-    blocks_cls = _cosmos_blocks()
-    # Gradio's cache (GRADIO_TEMP_DIR) keeps every upload and every output it served:
-    # files older than UPLOAD_CACHE_MAX_AGE are deleted, checked twice per that age.
-    age = max(1, int(float(getattr(backend.env, "upload_cache_max_age", 86400))))
-    cache = (max(1, min(age, 3600) // 2), age)
-    with blocks_cls(
-        title=header, analytics_enabled=False, fill_width=True, delete_cache=cache
-    ) as demo:
-        page = build_page(
-            header=header,
-            header_info_html=info,
-            default_text=default_text,
-            limit_mb=limit_mb,
-            help_md="\n\n".join(p for p in (help_text, schema_md) if p),
-            log_file=backend.log_file,
-        )
-        _wire_generate(page, handlers)
-        _wire_history(page, history)
-        _wire_files(page, browser)
-        _wire_api(page, handlers)
-        demo.load(
-            handlers.on_load,
-            outputs=[page.earlier, page.log, page.workers, page.log_sig],
-            queue=False,
-            api_visibility="private",
-        )
-        demo.load(
-            history.render,
-            inputs=[page.hist_offset, page.hist_search],
-            outputs=[
-                page.hist_table,
-                page.hist_label,
-                page.hist_offset,
-                page.hist_ids,
-                page.hist_sig,
-            ],
-            queue=False,
-            api_visibility="private",
-        )
-
     demo._cosmos_allowed = [
         str(backend.output_dir),
         str(backend.uploads_dir),
@@ -216,13 +178,66 @@ def create_gradio_UI(
         log_file=backend.log_file,
     )
     demo.cosmos_backend = backend  # for tests and the notebook helper
-    demo.cosmos_handlers = handlers
-    demo.cosmos_history = history
-    demo.cosmos_files = browser
 
     from ._notebook import install_launch
 
     install_launch(demo)
+    return demo
+
+
+def _build(
+    backend: Backend,
+    *,
+    header: str,
+    default_request: dict[str, Any],
+    help_md: str,
+    limit_mb: float,
+) -> Any:
+    """The Blocks: handler objects, the layout, and the wiring between them."""
+    default_text = json.dumps(default_request, indent=2)
+    handlers = PageHandlers(backend, default_text, limit_mb)
+    history = HistoryPanel(backend, defaults=default_request)
+    browser = FileBrowser(backend)
+    info = header_info_html(
+        model_name=backend.model_name,
+        app_name=backend.app_name,
+        started_at=backend.started_at,
+        git=git_info(),
+        device=f"{backend.env.num_gpus} GPU(s)" if has_cuda_devices() else "CPU",
+    )
+    # Gradio's cache (GRADIO_TEMP_DIR) keeps every upload and every output it served:
+    # files older than UPLOAD_CACHE_MAX_AGE are deleted, checked twice per that age.
+    age = max(1, int(float(getattr(backend.env, "upload_cache_max_age", 86400))))
+    cache = (max(1, min(age, 3600) // 2), age)
+    blocks_cls = _cosmos_blocks()
+    with blocks_cls(
+        title=header, analytics_enabled=False, fill_width=True, delete_cache=cache
+    ) as demo:
+        page = build_page(
+            header=header,
+            header_info_html=info,
+            default_text=default_text,
+            limit_mb=limit_mb,
+            help_md=help_md,
+            log_file=backend.log_file,
+        )
+        _wire_generate(page, handlers)
+        _wire_history(page, history)
+        _wire_files(page, browser)
+        _wire_api(page, handlers)
+        listing = [page.hist_table, page.hist_label, page.hist_offset, page.hist_ids, page.hist_sig]
+        private: dict[str, Any] = {"queue": False, "api_visibility": "private"}
+        demo.load(
+            handlers.on_load,
+            outputs=[page.earlier, page.log, page.workers, page.log_sig],
+            **private,
+        )
+        demo.load(
+            history.render, inputs=[page.hist_offset, page.hist_search], outputs=listing, **private
+        )
+    demo.cosmos_handlers = handlers
+    demo.cosmos_history = history
+    demo.cosmos_files = browser
     return demo
 
 
