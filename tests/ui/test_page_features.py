@@ -177,6 +177,14 @@ def test_history_shows_a_python_run_and_load_into_editor_then_generate_runs_it_e
     assert status["params"]["seed"] == 4343 and status["params"]["prompt"] == "from python"
     page.click("#cg-tab-history-button")
     page.wait_for_selector(f"#cg-hist-table >> text={new_id} >> visible=true", timeout=15_000)
+    # The same history from Python, as a notebook shows it: a table with thumbnails.
+    from cosmos_gradio_nb import load_results
+
+    results = load_results(ui_server.output_dir, limit=5)
+    assert results[0].request_id == new_id and results[1].request_id == res.request_id
+    assert results[0].status["params"]["seed"] == 4343 and results[0].videos
+    html = results._repr_html_()
+    assert html.count('<img src="data:image/png;base64,') >= 2 and new_id in html
 
 
 def test_cancel_with_nothing_running_answers_in_the_page(page: Any, ui_server: UIServer) -> None:
