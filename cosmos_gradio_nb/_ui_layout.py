@@ -20,6 +20,19 @@ from ._uploads import ALLOWED_EXTENSIONS
 __all__ = ["Page", "build_page", "request_textbox"]
 
 
+def api_example(request_text: str) -> str:
+    """The default request as "Use via API" must show it to run as shown.
+
+    Gradio writes a string example between double quotes without escaping it
+    (``text="` + value + `"``, in its Python, JavaScript and curl snippets alike), so a
+    JSON request shown as is breaks all three. The example is the request on one
+    line with its quotes and backslashes already escaped: between those quotes it is
+    a valid Python and JavaScript string, and a valid JSON string in the curl body.
+    """
+    compact = json.dumps(json.loads(request_text), separators=(", ", ": "))
+    return json.dumps(compact)[1:-1]
+
+
 def request_textbox(example: str, **kwargs: Any) -> Any:
     """A Textbox whose API example is a real request, so "Use via API" runs as shown.
 
@@ -320,7 +333,7 @@ def _log_area(log_file: Any) -> dict[str, Any]:
 def _api_components(default_text: str) -> dict[str, Any]:
     c: dict[str, Any] = {}
     with gr.Row(visible=False):
-        c["api_in"] = request_textbox(default_text, label="request JSON")
+        c["api_in"] = request_textbox(api_example(default_text), label="request JSON")
         c["api_status"] = gr.JSON(label="status")
         c["api_files"] = gr.File(label="files", file_count="multiple")
         c["api_generate"] = gr.Button("generate")
