@@ -242,6 +242,14 @@ class Backend:
                 return fut
         return None
 
+    def pending_futures(self) -> dict[str, Any]:
+        """This session's queued and running futures by request id (one pass over history)."""
+        if self.app is None:
+            return {}
+        return {
+            str(fut.request_id): fut for fut in getattr(self.app, "history", []) if not fut.done()
+        }
+
     def close(self) -> None:
         with self._lock:
             pool, self._pool = self._pool, None

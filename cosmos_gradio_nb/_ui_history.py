@@ -59,31 +59,33 @@ class HistoryPanel:
         )
 
     def _signature(self, page: HistoryPage) -> tuple[Any, ...]:
+        pending = self.backend.pending_futures()
         stamps: list[Any] = []
         for rec in page.records:
             try:
                 stamps.append(os.stat(rec.folder / STATUS_FILE).st_mtime_ns)
             except OSError:
                 stamps.append(0)
-            live = self.backend.live_future(rec.request_id)
-            if live is not None and not live.done():
+            live = pending.get(rec.request_id)
+            if live is not None:
                 stamps.append(live_state(live))
         return (page.total, page.offset, tuple(r.name for r in page.records), tuple(stamps))
 
-    def _state_of(self, rec: RunRecord) -> str:
-        live = self.backend.live_future(rec.request_id)
-        if live is not None and not live.done():
-            return live_state(live)
-        return rec.state
+    @staticmethod
+    def _state_of(rec: RunRecord, pending: dict[str, Any]) -> str:
+        """A run still going in this session reads as its future's state (its folder has no
+        status.json until it ends); every other run as its status.json says."""
+        live = pending.get(rec.request_id)
+        return live_state(live) if live is not None and not live.done() else rec.state
 
-    def _row(self, rec: RunRecord) -> list[str]:
+    def _row(self, rec: RunRecord, pending: dict[str, Any]) -> list[str]:
         thumb = rec.thumbnail
         img = (
             f'<img src="{_esc(file_url(thumb))}" alt="thumbnail" class="cg-thumb"/>'
             if thumb is not None
             else ""
         )
-        state = self._state_of(rec)
+        state = self._state_of(rec, pending)
         when = (iso_time(rec.queued_at) or "")[:19].replace("T", " ")
         duration = f"{rec.duration:.1f} s" if rec.duration is not None else ""
         summary = (
@@ -96,7 +98,8 @@ class HistoryPanel:
     def render(self, offset: int, contains: str) -> tuple[Any, str, int, list[str], Any]:
         """``(table, page label, offset, ids of the rows, signature)`` for one page."""
         page = self._page(int(offset or 0), contains)
-        rows = [self._row(r) for r in page.records]
+        pending = self.backend.pending_futures()
+        rows = [self._row(r, pending) for r in page.records]
         if page.total == 0:
             label = f"No past runs in `{self.backend.output_dir}` yet."
         else:
@@ -151,7 +154,7 @@ class HistoryPanel:
                 None,
                 "",
             )
-        state = self._state_of(rec)
+        state = self._state_of(rec, self.backend.pending_futures())
         if rec.broken and state == "broken":
             panel = error_html("This run cannot be read", rec.broken, state="broken")
         elif state == "failed":

@@ -86,9 +86,13 @@ def test_several_files_upload_in_one_go(
     page.keyboard.press("Escape")
     from gradio_client import Client, handle_file
 
-    with pytest.raises(Exception, match="not accepted"):
-        Client(ui_server.url, verbose=False).predict(handle_file(str(c)), api_name="/upload_file")
-    assert not any(p.suffix == ".html" for p in ui_server.uploads_dir.rglob("*"))
+    svg = tmp_path / "drawing.svg"  # refused too: SVG can carry script
+    svg.write_text('<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>')
+    client = Client(ui_server.url, verbose=False)
+    for refused in (c, svg):
+        with pytest.raises(Exception, match="not accepted"):
+            client.predict(handle_file(str(refused)), api_name="/upload_file")
+    assert not any(p.suffix in (".html", ".svg") for p in ui_server.uploads_dir.rglob("*"))
 
 
 def _pick(page: Any, label_start: str) -> None:
