@@ -79,14 +79,21 @@ class FileBrowser:
 
     # ------------------------------------------------------------------ listing
     def folder_names(self, key: str, contains: str = "") -> list[str]:
-        """Sub-folders of a root, newest first (names start with their time stamp)."""
+        """Sub-folders of a root, newest first.
+
+        Names start with their time stamp to the second; folders of the same second
+        are ordered by their modification time.
+        """
         root = self._root(key)
         try:
             with os.scandir(root) as it:
-                names = [e.name for e in it if e.is_dir(follow_symlinks=False)]
+                entries = [
+                    (e.name[:15], _mtime(e), e.name) for e in it if e.is_dir(follow_symlinks=False)
+                ]
         except OSError:
             return []
-        names.sort(reverse=True)
+        entries.sort(reverse=True)
+        names = [name for _stamp, _mtime_ns, name in entries]
         contains = (contains or "").strip()
         if contains:
             names = [n for n in names if contains in n]
@@ -211,6 +218,13 @@ class FileBrowser:
             zip_dir, self._zip_dir = self._zip_dir, None
         if zip_dir is not None:
             shutil.rmtree(zip_dir, ignore_errors=True)
+
+
+def _mtime(entry: os.DirEntry[str]) -> int:
+    try:
+        return entry.stat(follow_symlinks=False).st_mtime_ns
+    except OSError:
+        return 0
 
 
 def _read_text(path: Path) -> tuple[str, bool]:

@@ -26,6 +26,7 @@ from ._uploads import UploadRejected, insert_path, list_uploads, store_upload
 
 __all__ = ["PageHandlers", "live_state"]
 
+_INLINE_PARSE = 64 * 1024  # request texts up to this size are parsed on the loop itself
 _NO_CANCEL = "Nothing to cancel: no request of this page is waiting or running."
 
 
@@ -160,7 +161,8 @@ class PageHandlers:
         happens in ``infer_func``'s thread (``Backend.start``), never on the loop.
         """
         limit = self.backend.max_request_bytes
-        if isinstance(text, str) and len(text) > limit:  # refused at once, no thread needed
+        if not isinstance(text, str) or len(text) <= _INLINE_PARSE or len(text) > limit:
+            # A small text parses in microseconds, an oversized one is refused unread.
             return parse_request_json(text, limit)
         return await asyncio.to_thread(parse_request_json, text, limit)
 
