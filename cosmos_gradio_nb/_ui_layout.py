@@ -252,7 +252,13 @@ def _history_tab() -> dict[str, Any]:
                 label="Video", interactive=False, height=320, elem_id="cg-hist-video"
             )
             c["hist_gallery"] = gr.Gallery(
-                label="Images", columns=6, height=140, preview=False, elem_id="cg-hist-gallery"
+                label="Images",
+                columns=6,
+                height=140,
+                preview=False,
+                object_fit="contain",
+                fit_columns=False,
+                elem_id="cg-hist-gallery",
             )
     c["hist_offset"] = gr.State(0)
     c["hist_ids"] = gr.State([])
