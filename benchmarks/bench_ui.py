@@ -9,6 +9,14 @@ line (prefixed ``BENCH_UI``).
    difference. Goal: the UI path adds < 50 ms (p50).
 2. Time from clicking Generate with invalid JSON to the error being visible in
    Chromium (median of several clicks). Goal: < 300 ms.
+3. With 10,000 past request folders in OUTPUT_DIR (synthetic status.json files, a
+   few of them broken, a poster in each): the page's load time in Chromium (to
+   Generate visible and the workers line shown), the History tab's first list
+   (click to "Runs 1-20 of 10,..."), and a history page change (Older, then
+   Newer) in Chromium; plus
+   the history handler's own time in process (a render, and a timer refresh that
+   finds nothing changed). Pages without a history panel (the code before it)
+   report the load time only.
 """
 
 from __future__ import annotations
@@ -153,7 +161,7 @@ def bench_error_latency(url: str, clicks: int) -> dict[str, float]:
                     """(expected) => new Promise((resolve) => {
                         const t0 = performance.now();
                         const done = () => {
-                            const e = document.querySelector('#cg-status [data-state=error]');
+                            const e = document.querySelector('#cg-status [data-state=error], #cg-status [data-state=refused]');
                             return e && e.innerText.includes(expected);
                         };
                         const obs = new MutationObserver(() => {
@@ -176,9 +184,130 @@ def bench_error_latency(url: str, clicks: int) -> dict[str, float]:
     }
 
 
+# A 1x1 PNG: every synthetic run gets a poster, so the list shows thumbnails.
+_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360f8cfc00000030101005cc6e1"
+    "ba0000000049454e44ae426082"
+)
+
+
+def make_history(output_dir: Path, n: int, broken: int = 5) -> None:
+    """``n`` request folders as the engine leaves them, ``broken`` of them half-written."""
+    base = time.time() - n - 60
+    for i in range(n):
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(base + i))
+        rid = f"{i:012x}"
+        folder = output_dir / f"{stamp}_{rid}"
+        folder.mkdir(parents=True)
+        (folder / "poster.png").write_bytes(_PNG)
+        if i >= n - broken:  # the newest few: half-written, so the first page shows them
+            (folder / "status.json").write_text('{"id": "' + rid + '", "state": "succ')
+            continue
+        status = {
+            "id": rid,
+            "state": "succeeded",
+            "params": {"prompt": f"synthetic run {i}", "seed": i, "num_frames": 24},
+            "output_dir": str(folder),
+            "queued_at": base + i,
+            "duration": 1.0,
+            "files": {"videos": [], "images": [str(folder / "poster.png")], "other": []},
+            "error": None,
+        }
+        (folder / "status.json").write_text(json.dumps(status))
+
+
+def bench_history_in_process(demo: Any, rounds: int) -> dict[str, float]:
+    """The history handler itself: a full render of the first page, a no-change refresh."""
+    panel = getattr(demo, "cosmos_history", None)
+    if panel is None:
+        return {}
+    renders, refreshes = [], []
+    _t, _l, _o, _ids, sig = panel.render(0, "")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        panel.render(0, "")
+        renders.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        panel.refresh(0, "", sig)
+        refreshes.append(time.perf_counter() - t0)
+    return {
+        "history_render_ms": statistics.median(renders) * 1000,
+        "history_refresh_unchanged_ms": statistics.median(refreshes) * 1000,
+    }
+
+
+def bench_page_with_history(url: str, loads: int, flips: int) -> dict[str, float]:
+    """Page load with 10,000 past runs, the history's first render, and page changes."""
+    from playwright.sync_api import sync_playwright
+
+    load_times: list[float] = []
+    first_list: list[float] = []
+    flip_times: list[float] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            for _ in range(loads):
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                t0 = time.perf_counter()
+                page.goto(url)
+                page.wait_for_selector("#cg-generate", timeout=60_000)
+                page.wait_for_function(
+                    "() => (document.querySelector('#cg-workers')?.innerText || '')"
+                    ".includes('queue')",
+                    timeout=60_000,
+                )
+                load_times.append(time.perf_counter() - t0)
+                if page.query_selector("#cg-tab-history-button") is not None:
+                    t1 = time.perf_counter()  # the tab's content is built when first shown
+                    page.click("#cg-tab-history-button")
+                    page.wait_for_function(
+                        "() => (document.querySelector('#cg-hist-label')?.innerText || '')"
+                        ".includes('of 10')",
+                        timeout=60_000,
+                    )
+                    first_list.append(time.perf_counter() - t1)
+                page.close()
+            if first_list:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.goto(url)
+                page.wait_for_selector("#cg-tab-history-button", timeout=60_000)
+                page.click("#cg-tab-history-button")
+                page.wait_for_function(
+                    "() => document.querySelector('#cg-hist-label').innerText.includes('Runs 1-')",
+                    timeout=60_000,
+                )
+                for k in range(flips):
+                    button, expect = (
+                        ("#cg-hist-older", "Runs 21-")
+                        if k % 2 == 0
+                        else ("#cg-hist-newer", "Runs 1-")
+                    )
+                    t0 = time.perf_counter()
+                    page.click(button)
+                    page.wait_for_function(
+                        "(e) => document.querySelector('#cg-hist-label').innerText.includes(e)",
+                        arg=expect,
+                        timeout=30_000,
+                    )
+                    flip_times.append(time.perf_counter() - t0)
+                page.close()
+        finally:
+            browser.close()
+    out = {"page_load_median_ms": statistics.median(load_times) * 1000}
+    if first_list:
+        out["history_first_list_median_ms"] = statistics.median(first_list) * 1000
+        out["history_page_change_median_ms"] = statistics.median(flip_times) * 1000
+        out["history_page_change_max_ms"] = max(flip_times) * 1000
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests (for a smoke run)")
+    parser.add_argument(
+        "--history-runs", type=int, default=10_000, help="past request folders to make (10,000)"
+    )
     args = parser.parse_args()
     n = 50 if args.quick else 300
     clicks = 5 if args.quick else 15
@@ -228,6 +357,35 @@ def main() -> int:
         )
         results["goal_overhead_met"] = results["added_http_p50_ms"] < 50
         results["goal_error_met"] = results["error_visible_median_ms"] < 300
+        demo.close()
+        t0 = time.perf_counter()
+        make_history(tmp / "outputs", args.history_runs)
+        results["history_runs"] = args.history_runs
+        print(
+            f"made {args.history_runs} past request folders in {time.perf_counter() - t0:.1f} s",
+            flush=True,
+        )
+        port = free_port()
+        demo.launch(prevent_thread_lock=True, server_port=port, quiet=True)
+        url = f"http://127.0.0.1:{port}/"
+        results.update(bench_history_in_process(demo, 20))
+        results.update(
+            bench_page_with_history(url, 3 if args.quick else 5, 6 if args.quick else 10)
+        )
+        print(
+            f"With {args.history_runs} past runs in OUTPUT_DIR: page load median "
+            f"{results['page_load_median_ms']:.0f} ms",
+            flush=True,
+        )
+        if "history_render_ms" in results:
+            print(
+                f"  history tab: opened and listed {results['history_first_list_median_ms']:.0f} ms, "
+                f"page change in Chromium median {results['history_page_change_median_ms']:.0f} ms "
+                f"(max {results['history_page_change_max_ms']:.0f} ms)\n"
+                f"  in process: render of a page {results['history_render_ms']:.1f} ms, "
+                f"timer refresh with nothing changed {results['history_refresh_unchanged_ms']:.2f} ms",
+                flush=True,
+            )
     finally:
         if demo is not None:
             demo.close()

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ._app import GradioApp, NotebookApp, WorkerInfo
     from ._env import DeploymentEnv
     from ._future import InferenceFuture, InferenceResult
+    from ._history import load_results
     from ._ui import create_gradio_UI
     from ._widgets import create_widget_UI
 
@@ -61,6 +62,7 @@ __all__ = [
     "check_asset_path",
     "create_gradio_UI",
     "create_widget_UI",
+    "load_results",
     "report_progress",
 ]
 
@@ -74,6 +76,7 @@ _LAZY = {
     "InferenceResult": "._future",
     "create_gradio_UI": "._ui",
     "create_widget_UI": "._widgets",
+    "load_results": "._history",
 }
 
 

@@ -11,6 +11,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal
 
+from . import _tracking
 from ._env import DeploymentEnv, app_settings
 from ._exceptions import ValidationError
 from ._future import InferenceFuture, InferenceResult
@@ -141,6 +142,8 @@ class _BaseApp:
         log_max_mb: float | None = None,
         log_backups: int | None = None,
         max_upload_mb: float | None = None,
+        max_request_kb: float | None = None,
+        upload_cache_max_age: float | None = None,
         max_queue_size: int | None = None,
         worker_env: dict[str, str] | None = None,
         echo_logs: bool = False,
@@ -242,6 +245,7 @@ class _BaseApp:
         future = self._make_request(self.validate(params), timeout)
         self._pool.submit(future._request)
         self._history.append(future)
+        _tracking.register(future)  # the page follows it even through a wrapper of infer
         return future
 
     def map(

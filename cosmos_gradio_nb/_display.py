@@ -17,23 +17,20 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["app_html", "embed_budget", "file_src", "future_html", "result_html"]
+from ._filetypes import mime_of
+from ._presentation import classify_error, classify_error_record, queue_wording, state_style
 
-_VIDEO_MIME = {".mp4": "video/mp4", ".webm": "video/webm", ".mov": "video/quicktime"}
-_IMAGE_MIME = {
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".gif": "image/gif",
-    ".webp": "image/webp",
-    ".bmp": "image/bmp",
-}
-_STATE_COLOR = {
-    "queued": "#6b7280",
-    "running": "#2563eb",
-    "succeeded": "#15803d",
-    "failed": "#b91c1c",
-    "cancelled": "#a16207",
+__all__ = [
+    "app_html",
+    "embed_budget",
+    "file_src",
+    "future_html",
+    "result_html",
+    "results_table_html",
+]
+
+# Worker process states (not request states, which _presentation owns).
+_WORKER_COLOR = {
     "starting": "#6b7280",
     "idle": "#15803d",
     "busy": "#2563eb",
@@ -125,8 +122,7 @@ def _figure(media: str, note: str) -> str:
 def _media_html(videos: Iterable[Path], images: Iterable[Path], budget: list[int]) -> str:
     parts: list[str] = []
     for video in videos:
-        mime = _VIDEO_MIME.get(video.suffix.lower(), "video/mp4")
-        src, note = file_src(video, mime, budget)
+        src, note = file_src(video, mime_of(video), budget)
         if src is None:
             parts.append(f'<div class="cg-note">video: {_esc(note)}</div>')
             continue
@@ -138,8 +134,7 @@ def _media_html(videos: Iterable[Path], images: Iterable[Path], budget: list[int
             )
         )
     for image in images:
-        mime = _IMAGE_MIME.get(image.suffix.lower(), "image/png")
-        src, note = file_src(image, mime, budget)
+        src, note = file_src(image, mime_of(image), budget)
         if src is None:
             parts.append(f'<div class="cg-note">image: {_esc(note)}</div>')
             continue
@@ -154,31 +149,52 @@ def _media_html(videos: Iterable[Path], images: Iterable[Path], budget: list[int
 
 
 def _badge(state: str) -> str:
-    color = _STATE_COLOR.get(state, "#374151")
+    """A request state as a coloured badge: the words and colours of ``_presentation``."""
+    style = state_style(state)
+    return _badge_html(style.word, style.color)
+
+
+def _worker_badge(state: str) -> str:
+    return _badge_html(state, _WORKER_COLOR.get(state, "#374151"))
+
+
+def _badge_html(word: str, color: str) -> str:
     return (
         f'<span style="background:{color};color:white;border-radius:4px;padding:1px 6px;'
-        f'font-size:12px">{_esc(state)}</span>'
+        f'font-size:12px">{_esc(word)}</span>'
     )
 
 
 def _error_html(error: Any) -> str:
-    """An error from status.json (dict) or an exception, message first, traceback folded."""
+    """An error from status.json (dict) or an exception: title, message, traceback folded.
+
+    Titled as the page titles it (``_presentation``), so the two never disagree.
+    """
     if isinstance(error, BaseException):
-        etype = type(error).__name__
-        message = str(error)
-        tb = getattr(error, "remote_traceback", "") or ""
-        last = getattr(error, "last_log_lines", None)
-        if not tb and last:
-            tb = "\n".join(last)
+        view = classify_error(error)
     else:
-        error = error or {}
-        etype = error.get("type", "Error")
-        message = error.get("message", "")
-        tb = error.get("traceback", "") or ""
-    out = f'<div style="color:#b91c1c;white-space:pre-wrap"><b>{_esc(etype)}</b>: {_esc(message)}</div>'
-    if tb:
-        out += f'<details><summary>traceback</summary><pre style="font-size:11px">{_esc(tb)}</pre></details>'
+        view = classify_error_record(error if isinstance(error, dict) else None)
+    out = (
+        f'<div style="color:#b91c1c;white-space:pre-wrap"><b>{_esc(view.title)}</b>: '
+        f"{_esc(view.message)}</div>"
+    )
+    if view.detail:
+        out += (
+            '<details><summary>traceback</summary><pre style="font-size:11px;white-space:pre-wrap">'
+            f"{_esc(view.detail)}</pre></details>"
+        )
     return out
+
+
+def _partial_html(paths: list[Path]) -> str:
+    """Files of a stopped or failed run: named, never played (a half-written video breaks)."""
+    if not paths:
+        return ""
+    items = "".join(f"<li><code>{_esc(p)}</code></li>" for p in paths)
+    return (
+        f"<details><summary>{len(paths)} partial file(s) (the run was stopped)</summary>"
+        f'<ul style="margin:0">{items}</ul></details>'
+    )
 
 
 def result_html(res: Any) -> str:
@@ -207,9 +223,14 @@ def result_html(res: Any) -> str:
     body = _media_html(videos, images, budget)
     if status.get("error"):
         body += _error_html(status["error"])
+    partial = [Path(p) for p in (status.get("files") or {}).get("partial", []) or []]
+    others = [p for p in others if p not in set(partial)]
     if others:
         items = "".join(f"<li><code>{_esc(p)}</code></li>" for p in others)
         body += f'<details><summary>{len(others)} other file(s)</summary><ul style="margin:0">{items}</ul></details>'
+    body += _partial_html(partial)
+    if status.get("broken"):
+        body += f'<div style="color:#7c2d12">{_esc(status["broken"])}</div>'
     return head + f"<div>{body}</div></div>"
 
 
@@ -229,9 +250,7 @@ def future_html(fut: Any) -> str:
     state = fut.state
     head = f'<div style="font-family:sans-serif;font-size:13px">{_badge(state)} request <code>{_esc(fut.request_id)}</code> '
     if state == "queued":
-        pos = fut.queue_position
-        where = "next in the queue" if pos == 0 else f"{pos} ahead in the queue"
-        return head + f"{_esc(where) if pos is not None else 'queued'}</div>"
+        return head + f"{_esc(queue_wording(fut.queue_position))}</div>"
     if state == "running":
         msg = _esc(fut.progress_message or "")
         return head + f"{_progress_bar(fut.progress)} {msg}</div>"
@@ -249,7 +268,7 @@ def _worker_rows(workers: Iterable[Any]) -> str:
         rows.append(
             "<tr>"
             f"<td>{_esc(w.group)}</td><td>{_esc(w.rank)}</td><td>{_esc(w.gpu)}</td>"
-            f"<td>{_esc(w.pid if w.pid is not None else '-')}</td><td>{_badge(str(w.state))}</td>"
+            f"<td>{_esc(w.pid if w.pid is not None else '-')}</td><td>{_worker_badge(str(w.state))}</td>"
             f"<td><code>{_esc(w.request_id or '')}</code></td><td>{_esc(getattr(w, 'restarts', 0))}</td>"
             "</tr>"
         )
@@ -263,8 +282,7 @@ def _job_rows(history: list[Any], limit: int) -> str:
         if state == "running":
             detail = _progress_bar(fut.progress) + " " + _esc(fut.progress_message or "")
         elif state == "queued":
-            pos = fut.queue_position
-            detail = f"position {pos}" if pos is not None else ""
+            detail = _esc(queue_wording(fut.queue_position))
         else:
             detail = ""
         rows.append(
@@ -310,3 +328,51 @@ def app_html(app: Any, *, jobs: int = 8) -> str:
         )
     out.append("</div>")
     return "".join(out)
+
+
+def results_table_html(results: Any) -> str:
+    """A table of past runs (``load_results``): thumbnail, time, state, duration, parameters.
+
+    Thumbnails are the run's poster (or first image), embedded within the same
+    budget as a result's media; past it, or for runs without images, a dash.
+    """
+    from ._history import params_summary
+    from ._outputs import iso_time
+
+    _per_file, total = embed_budget()
+    budget = [total]
+    style = "font-family:sans-serif;font-size:12px;border-collapse:collapse"
+    rows = []
+    for res in results:
+        status = res.status or {}
+        state = str(status.get("state", "?"))
+        thumb = "&ndash;"
+        if res.images:
+            src, _note = file_src(Path(res.images[0]), mime_of(res.images[0]), budget)
+            if src is not None:
+                thumb = f'<img src="{_esc(src)}" style="max-width:64px;max-height:48px" alt="thumbnail"/>'
+        when = status.get("queued_at_iso") or iso_time(status.get("queued_at")) or ""
+        dur = status.get("duration")
+        dur_text = f"{float(dur):.2f} s" if isinstance(dur, (int, float)) else ""
+        params = status.get("params")
+        params = params if isinstance(params, dict) else {}
+        extra = _esc(status.get("broken", "")) if state == "broken" else ""
+        if state == "failed" and isinstance(status.get("error"), dict):
+            view = classify_error_record(status["error"])
+            extra = _esc(f"{view.title}: {view.message}"[:160])
+        rows.append(
+            f"<tr><td>{thumb}</td><td>{_esc(str(when)[:19].replace('T', ' '))}</td>"
+            f"<td>{_badge(state)}</td><td>{dur_text}</td>"
+            f"<td><code>{_esc(res.request_id)}</code></td>"
+            f"<td>{_esc(params_summary(params))}{'<br>' + extra if extra else ''}</td></tr>"
+        )
+    head = (
+        f"<div><b>{len(results)}</b> of {getattr(results, 'total', len(results))} runs in "
+        f"<code>{_esc(getattr(results, 'output_dir', ''))}</code>, newest first</div>"
+    )
+    return (
+        f'<div style="{style}">{head}<style>.cg-runs td,.cg-runs th{{padding:2px 8px;'
+        "text-align:left;vertical-align:middle}</style>"
+        f'<table class="cg-runs" style="{style}"><tr><th></th><th>queued (UTC)</th><th>state</th>'
+        f"<th>duration</th><th>request</th><th>parameters</th></tr>{''.join(rows)}</table></div>"
+    )

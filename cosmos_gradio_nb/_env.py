@@ -105,6 +105,18 @@ class DeploymentEnv(BaseSettings):
     )
     # -- the page and the notebook ---------------------------------------------------------
     max_upload_mb: float = _setting(500.0, "Size limit of one upload through the page (MB).", gt=0)
+    max_request_kb: float = _setting(
+        1024.0,
+        "Largest request the page and its API accept (the JSON text, in KB); a larger one is "
+        "refused at once, before it is parsed.",
+        gt=0,
+    )
+    upload_cache_max_age: float = _setting(
+        86400.0,
+        "Seconds a file stays in Gradio's upload cache (GRADIO_TEMP_DIR) before the page "
+        "deletes it; refused uploads are deleted at once.",
+        gt=0,
+    )
     # These three are about how the page is served and shown, not about an app: they
     # are read from the environment (or given to ``launch``), not app keywords.
     auth: str | None = _setting(

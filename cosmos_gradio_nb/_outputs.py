@@ -7,6 +7,7 @@ finished on a worker (crash, timeout, cancel, close).
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import time
@@ -14,17 +15,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ._filetypes import FileKind, kind_of
+
 __all__ = [
-    "IMAGE_EXTS",
-    "VIDEO_EXTS",
+    "STATUS_FILE",
     "collect_files",
+    "iso_time",
     "new_request_id",
     "request_folder",
     "write_status",
 ]
 
-VIDEO_EXTS = frozenset({".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v"})
-IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 STATUS_FILE = "status.json"
 # Keys of status.json that infer()'s returned dict may not overwrite.
 RESERVED_KEYS = frozenset(
@@ -38,6 +39,9 @@ RESERVED_KEYS = frozenset(
         "queued_at",
         "started_at",
         "finished_at",
+        "queued_at_iso",
+        "started_at_iso",
+        "finished_at_iso",
         "duration",
         "files",
         "error",
@@ -97,10 +101,20 @@ def collect_files(output_dir: str, returned: dict[str, Any] | None = None) -> di
             ordered.append(path)
     files: dict[str, list[str]] = {"videos": [], "images": [], "other": []}
     for path in ordered:
-        ext = os.path.splitext(path)[1].lower()
-        kind = "videos" if ext in VIDEO_EXTS else "images" if ext in IMAGE_EXTS else "other"
-        files[kind].append(path)
+        kind = kind_of(path)
+        key = (
+            "videos" if kind is FileKind.VIDEO else "images" if kind is FileKind.IMAGE else "other"
+        )
+        files[key].append(path)
     return files
+
+
+def iso_time(epoch: float | None) -> str | None:
+    """``2026-12-02T06:14:03.120+00:00``: an epoch time as ISO 8601 in UTC, for people and tools."""
+    if epoch is None:
+        return None
+    stamp = datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc)
+    return stamp.isoformat(timespec="milliseconds")
 
 
 def write_status(output_dir: str, status: dict[str, Any]) -> None:
@@ -142,6 +156,9 @@ def base_status(
         "queued_at": queued_at,
         "started_at": started_at,
         "finished_at": None,
+        "queued_at_iso": iso_time(queued_at),
+        "started_at_iso": iso_time(started_at),
+        "finished_at_iso": None,
         "duration": None,
         "files": {"videos": [], "images": [], "other": []},
         "error": None,
@@ -156,14 +173,27 @@ def finish_status(
     error: dict[str, Any] | None = None,
     collect: bool = True,
 ) -> dict[str, Any]:
-    """Fill in the outcome: state, finish time, files, error and ``infer``'s returned keys."""
+    """Fill in the outcome: state, finish time, files, error and ``infer``'s returned keys.
+
+    Only a request that ``succeeded`` lists videos and images. The files of a stopped
+    or failed one go under ``files["partial"]``: a run killed mid-write leaves a
+    ``video.mp4`` no decoder opens, and nothing may offer that as playable.
+    """
     now = time.time()
     status["state"] = state
     status["finished_at"] = now
+    status["finished_at_iso"] = iso_time(now)
+    status.setdefault("queued_at_iso", iso_time(status.get("queued_at")))
+    status["started_at_iso"] = iso_time(status.get("started_at"))
     if status.get("started_at"):
         status["duration"] = now - status["started_at"]
     if collect and os.path.isdir(status["output_dir"]):
-        status["files"] = collect_files(status["output_dir"], returned)
+        found = collect_files(status["output_dir"], returned)
+        if state == "succeeded":
+            status["files"] = found
+        else:
+            partial = found["videos"] + found["images"] + found["other"]
+            status["files"] = {"videos": [], "images": [], "other": [], "partial": partial}
     status["error"] = error
     for key, value in (returned or {}).items():
         if key not in RESERVED_KEYS:

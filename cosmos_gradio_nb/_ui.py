@@ -1,10 +1,13 @@
-"""The default Gradio page: JSON request editor, video and image viewer, uploads, log.
+"""The default Gradio page: request editor, viewer, uploads, history, file browser, log.
 
-:func:`create_gradio_UI` builds a ``gr.Blocks`` on top of an app's single queue.
-Browser tabs, ``gradio_client`` calls and Python futures all go through
-``app.submit``, so they interleave fairly and N model groups run N requests at
-once: the Generate event has no Gradio concurrency limit, the engine's queue
-does the scheduling.
+:func:`create_gradio_UI` puts three things together: a :class:`Backend` around
+the given ``infer_func`` (which the page calls, whatever it is), the handler
+objects (``_ui_handlers``, ``_ui_history``, ``_ui_files``, each testable without
+a page), and the layout (``_ui_layout``); this module only wires them.
+
+Browser tabs, ``gradio_client`` calls and Python futures share the app's one
+queue, so they interleave fairly and N model groups run N requests at once:
+Generate has no Gradio concurrency limit, the engine's queue does the scheduling.
 
 The returned Blocks fills in safe ``launch()`` defaults: only ``OUTPUT_DIR``,
 ``UPLOADS_DIR`` and ``LOG_FILE`` are servable (``allowed_paths``), uploads are
@@ -12,36 +15,20 @@ capped (``max_file_size``), errors reach the page (``show_error``), and binding 
 non-loopback address without ``auth`` prints a warning.
 """
 
-import asyncio
-import concurrent.futures
 import json
 import logging
 import sys
-import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from ._logtail import read_tail
-from ._ui_backend import Backend, collect_outputs
-from ._ui_render import (
-    CSS,
-    error_html,
-    failure_html,
-    parse_request_json,
-    schema_markdown,
-    status_html,
-)
-from ._uploads import (
-    ALLOWED_EXTENSIONS,
-    UploadRejected,
-    insert_path,
-    list_uploads,
-    store_upload,
-)
-from ._uploads import (
-    max_upload_mb as resolve_upload_mb,
-)
+from ._provenance import git_info
+from ._ui_backend import Backend, has_cuda_devices
+from ._ui_files import FileBrowser
+from ._ui_guard import GuardPolicy, PageGuard
+from ._ui_handlers import PageHandlers
+from ._ui_history import HistoryPanel
+from ._ui_layout import Page, build_page
+from ._ui_render import CSS, header_info_html, schema_markdown
+from ._uploads import max_upload_mb as resolve_upload_mb
 
 __all__ = ["create_gradio_UI"]
 
@@ -49,6 +36,28 @@ log = logging.getLogger("cosmos_gradio_nb.ui")
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 _blocks_cls: Any = None
+
+# Keeps the log viewer on its newest line, unless the user scrolled up to read.
+_FOLLOW_LOG_JS = """
+() => {
+  let follow = true, last = null;
+  const tick = () => {
+    const t = document.querySelector('#cg-log textarea');
+    if (!t) return;
+    if (!t.dataset.cgWatched) {
+      t.dataset.cgWatched = '1';
+      t.addEventListener('scroll', () => {
+        follow = t.scrollHeight - t.scrollTop - t.clientHeight < 24;
+      });
+    }
+    if (t.value !== last) {
+      last = t.value;
+      if (follow) t.scrollTop = t.scrollHeight;
+    }
+  };
+  setInterval(tick, 250);
+}
+"""
 
 
 def _cosmos_blocks() -> Any:
@@ -65,14 +74,23 @@ def _cosmos_blocks() -> Any:
     class CosmosBlocks(gr.Blocks):  # type: ignore[misc]
         _cosmos_allowed: list[str]
         _cosmos_max_bytes: int
+        _cosmos_guard: GuardPolicy
 
         def launch(self, *args: Any, **kwargs: Any) -> Any:
+            from starlette.middleware import Middleware
+
+            app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
+            middleware = list(app_kwargs.get("middleware") or [])
+            middleware.append(Middleware(PageGuard, policy=self._cosmos_guard))
+            kwargs["app_kwargs"] = {**app_kwargs, "middleware": middleware}
             allowed = list(kwargs.pop("allowed_paths", None) or [])
             kwargs["allowed_paths"] = allowed + list(self._cosmos_allowed)
             kwargs.setdefault("max_file_size", self._cosmos_max_bytes)
             kwargs.setdefault("show_error", True)
             css = kwargs.get("css")
             kwargs["css"] = CSS if not css else f"{CSS}\n{css}"
+            if not kwargs.get("js"):
+                kwargs["js"] = _FOLLOW_LOG_JS
             host = kwargs.get("server_name") or "127.0.0.1"
             if host not in _LOOPBACK and not kwargs.get("auth"):
                 print(
@@ -84,36 +102,16 @@ def _cosmos_blocks() -> Any:
                 )
             return super().launch(*args, **kwargs)
 
+        def close(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return super().close(*args, **kwargs)
+            finally:  # the zips this page built; a later launch makes new ones
+                browser = getattr(self, "cosmos_files", None)
+                if browser is not None:
+                    browser.close()
+
     _blocks_cls = CosmosBlocks
     return CosmosBlocks
-
-
-@dataclass
-class _Active:
-    """The request a browser session is waiting on (for Cancel)."""
-
-    future: concurrent.futures.Future[Any]
-    stop_requested_while: str | None = None  # the state when Cancel was pressed
-
-
-def _live_state(fut: concurrent.futures.Future[Any]) -> str:
-    state = getattr(fut, "state", None)
-    if isinstance(state, str):
-        return state
-    if fut.done():
-        return "cancelled" if fut.cancelled() else "succeeded"
-    return "running" if fut.running() else "queued"
-
-
-def _read_status_json(fut: Any) -> dict[str, Any]:
-    out_dir = getattr(fut, "output_dir", None)
-    if out_dir is None:
-        return {}
-    try:
-        data = json.loads((Path(out_dir) / "status.json").read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
 
 
 def create_gradio_UI(
@@ -129,10 +127,13 @@ def create_gradio_UI(
     Parameters
     ----------
     infer_func:
-        ``app.infer`` of a :class:`NotebookApp` or :class:`GradioApp` (the page
-        then uses the app's queue: progress, queue position, cancel, validation),
-        or any callable ``dict -> result``, run in a thread (a returned
-        ``concurrent.futures.Future`` is awaited).
+        Called with each request's parameters (a dict), in a thread. Usually
+        ``app.infer`` of a :class:`NotebookApp` or :class:`GradioApp`; a wrapper or
+        a lambda around it works the same, progress, queue position and Cancel
+        included, because the page follows the future the app's ``submit``
+        creates during the call. A returned future is followed to its end; a
+        plain result (an ``InferenceResult``, a dict with ``videos``/``images``/
+        ``files``, anything else) is shown when the function returns.
     header:
         Title shown at the top of the page and in the browser tab.
     default_request:
@@ -150,358 +151,256 @@ def create_gradio_UI(
         ``allowed_paths`` (outputs, uploads, log file), ``max_file_size`` and
         ``show_error=True`` to whatever you pass.
     """
-    import gradio as gr
-
     backend = Backend(infer_func)
     limit_mb = resolve_upload_mb(max_upload_mb)
     if default_request is None:
         default_request = backend.default_request() or {}
-    default_text = json.dumps(default_request, indent=2)
-    schema_md = schema_markdown(backend.params_schema(), default_request)
-    active: dict[str, _Active] = {}
     backend.output_dir.mkdir(parents=True, exist_ok=True)
     backend.uploads_dir.mkdir(parents=True, exist_ok=True)
-    log_file = backend.log_file
-    skip = gr.skip
-
-    def upload_choices() -> list[tuple[str, str]]:
-        return [(f"{p.parent.name}/{p.name}", str(p)) for p in list_uploads(backend.uploads_dir)]
-
-    # ---------------------------------------------------------------- event handlers
-    async def run_request(text: str, request: gr.Request) -> Any:
-        """Queue one request and stream its state to the status panel until it ends."""
-        t0 = time.monotonic()
-        sid = (request.session_hash if request is not None else None) or ""
-        try:
-            params = parse_request_json(text)
-        except ValueError as exc:
-            yield error_html("", str(exc)), skip(), skip(), skip(), skip()
-            return
-        try:
-            fut = backend.submit(params)
-        except Exception as exc:
-            yield failure_html(exc, ran=False), skip(), skip(), skip(), skip()
-            return
-        entry = _Active(fut)
-        if sid:
-            active[sid] = entry
-        loop = asyncio.get_running_loop()
-        wake = asyncio.Event()
-
-        def notify(*_: Any) -> None:
-            loop.call_soon_threadsafe(wake.set)
-
-        fut.add_done_callback(notify)
-        if hasattr(fut, "add_progress_callback"):
-            fut.add_progress_callback(notify)
-        rid = str(getattr(fut, "request_id", ""))
-        last = ""
-        try:
-            while not fut.done():
-                wake.clear()
-                html = status_html(
-                    _live_state(fut),
-                    request_id=rid,
-                    queue_position=getattr(fut, "queue_position", None),
-                    progress=getattr(fut, "progress", None),
-                    message=getattr(fut, "progress_message", ""),
-                    elapsed=time.monotonic() - t0,
-                )
-                if html != last:
-                    last = html
-                    yield html, skip(), skip(), skip(), skip()
-                if fut.done():
-                    break
-                try:
-                    await asyncio.wait_for(wake.wait(), timeout=0.5)
-                except asyncio.TimeoutError:
-                    pass
-        finally:
-            if sid and active.get(sid) is entry:
-                del active[sid]
-        elapsed = time.monotonic() - t0
-        if fut.cancelled():
-            how = (
-                "stopped while running; its worker group was restarted"
-                if entry.stop_requested_while == "running"
-                else "removed from the queue before it ran"
-            )
-            yield (
-                status_html("cancelled", request_id=rid, elapsed=elapsed, note=f"Request {how}."),
-                skip(),
-                skip(),
-                skip(),
-                _read_status_json(fut) or skip(),
-            )
-            return
-        error = fut.exception()
-        if error is not None:
-            yield (
-                failure_html(error, rid, elapsed),
-                None,
-                [],
-                [],
-                _read_status_json(fut)
-                or {
-                    "state": "failed",
-                    "error": {"type": type(error).__name__, "message": str(error)},
-                },
-            )
-            return
-        out = collect_outputs(fut.result())
-        where = out.status.get("output_dir", "")
-        n_v, n_i = len(out.videos), len(out.images)
-        note = f"{n_v} video{'s' * (n_v != 1)}, {n_i} image{'s' * (n_i != 1)}"
-        if where:
-            note += f" in {where}"
-        yield (
-            status_html("succeeded", request_id=out.request_id or rid, elapsed=elapsed, note=note),
-            out.videos[0] if out.videos else None,
-            out.images + out.videos[1:],
-            out.files,
-            out.status,
-        )
-
-    async def cancel(request: gr.Request) -> None:
-        sid = (request.session_hash if request is not None else None) or ""
-        entry = active.get(sid)
-        if entry is None or entry.future.done():
-            gr.Info("Nothing to cancel: no request of this page is waiting or running.")
-            return
-        fut = entry.future
-        entry.stop_requested_while = _live_state(fut)
-        if hasattr(fut, "terminate"):
-            stopped = await asyncio.to_thread(fut.terminate)
-        else:
-            stopped = fut.cancel()
-        if not stopped and not fut.done():
-            gr.Warning("This request cannot be stopped once it runs (plain infer function).")
-
-    async def api_generate(text: str) -> tuple[dict[str, Any], list[str]]:
-        """The ``/generate`` API: request JSON in, (status JSON, output files) out."""
-        try:
-            params = parse_request_json(text)
-            fut = backend.submit(params)
-        except Exception as exc:
-            raise gr.Error(f"{type(exc).__name__}: {exc}") from None
-        try:
-            result = await asyncio.wrap_future(fut)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise gr.Error(f"{type(exc).__name__}: {exc}") from None
-        out = collect_outputs(result)
-        return out.status, out.files
-
-    def on_upload(file: Any) -> tuple[Any, Any, str]:
-        if file is None:
-            return skip(), skip(), ""
-        src = getattr(file, "name", None) or str(file)
-        original = Path(src).name
-        try:
-            stored = store_upload(src, backend.uploads_dir, original_name=original, max_mb=limit_mb)
-        except (UploadRejected, OSError) as exc:
-            return skip(), skip(), f"**Upload refused**: {exc}"
-        choices = upload_choices()
-        return (
-            gr.update(choices=choices, value=str(stored)),
-            str(stored),
-            f"Stored as `{stored}`. Press **Insert into request** to use it.",
-        )
-
-    def on_select_upload(path: str | None) -> str:
-        return path or ""
-
-    def on_insert(text: str, path: str | None) -> tuple[Any, str]:
-        if not path:
-            return skip(), "Upload a file or pick an earlier upload first."
-        try:
-            return insert_path(text, path), f"Inserted `{path}`."
-        except ValueError as exc:
-            return skip(), f"**Cannot insert**: fix the request first. {exc}"
-
-    def refresh(sig: Any) -> tuple[Any, str, Any]:
-        try:
-            st = log_file.stat()
-            new_sig = [st.st_size, st.st_mtime_ns]
-        except OSError:
-            new_sig = None
-        text = skip() if new_sig == sig else read_tail(log_file)
-        return text, backend.workers_line(), new_sig
-
-    def on_load() -> tuple[Any, str, str, Any]:
-        return (
-            gr.update(choices=upload_choices()),
-            read_tail(log_file),
-            backend.workers_line(),
-            None,
-        )
-
-    # ---------------------------------------------------------------- layout
-    blocks_cls = _cosmos_blocks()
-    with blocks_cls(title=header, analytics_enabled=False, fill_width=True) as demo:
-        with gr.Row(equal_height=True):
-            gr.Markdown(f"## {header}", elem_id="cg-header")
-            workers_md = gr.Markdown("", elem_id="cg-workers")
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=2, min_width=380):
-                editor = gr.Code(
-                    value=default_text,
-                    language="json",
-                    lines=14,
-                    max_lines=30,
-                    label="Request (JSON)",
-                    interactive=True,
-                    elem_id="cg-editor",
-                )
-                with gr.Row():
-                    gen_btn = gr.Button(
-                        "Generate", variant="primary", scale=3, min_width=120, elem_id="cg-generate"
-                    )
-                    cancel_btn = gr.Button(
-                        "Cancel", variant="stop", scale=1, min_width=70, elem_id="cg-cancel"
-                    )
-                    reset_btn = gr.Button(
-                        "Reset", variant="secondary", scale=1, min_width=70, elem_id="cg-reset"
-                    )
-                status = gr.HTML(status_html("idle"), elem_id="cg-status")
-                with gr.Accordion("Assets: upload and reuse", open=True):
-                    upload = gr.UploadButton(
-                        f"Upload an image, video, .json, .txt or .md (max {limit_mb:g} MB)",
-                        file_types=sorted(ALLOWED_EXTENSIONS),
-                        file_count="single",
-                        size="sm",
-                        elem_id="cg-upload",
-                    )
-                    upload_msg = gr.Markdown("", elem_id="cg-upload-msg")
-                    earlier = gr.Dropdown(
-                        label="Uploaded files (newest first)",
-                        choices=[],
-                        value=None,
-                        interactive=True,
-                        elem_id="cg-earlier",
-                    )
-                    upload_path = gr.Textbox(
-                        label="Server path",
-                        interactive=False,
-                        buttons=["copy"],
-                        elem_id="cg-upload-path",
-                    )
-                    insert_btn = gr.Button("Insert into request", size="sm", elem_id="cg-insert")
-                if schema_md or help_text:
-                    with gr.Accordion("Parameters", open=False):
-                        gr.Markdown(
-                            "\n\n".join(p for p in (help_text, schema_md) if p),
-                            elem_id="cg-help",
-                        )
-            with gr.Column(scale=3, min_width=420):
-                video = gr.Video(
-                    label="Video",
-                    autoplay=True,
-                    loop=True,
-                    interactive=False,
-                    height=460,
-                    elem_id="cg-video",
-                )
-                gallery = gr.Gallery(
-                    label="Images",
-                    columns=6,
-                    height=170,
-                    object_fit="contain",
-                    preview=False,
-                    fit_columns=False,
-                    elem_id="cg-gallery",
-                )
-                files = gr.File(
-                    label="Output files",
-                    file_count="multiple",
-                    interactive=False,
-                    height=150,
-                    elem_id="cg-files",
-                )
-                with gr.Accordion("Status JSON", open=False):
-                    status_json = gr.JSON(elem_id="cg-status-json")
-        with gr.Accordion("Log", open=True):
-            log_box = gr.Textbox(
-                value="",
-                lines=10,
-                max_lines=10,
-                autoscroll=True,
-                interactive=False,
-                show_label=False,
-                elem_id="cg-log",
-            )
-            gr.HTML(
-                f'<a href="gradio_api/file={log_file}" download="{log_file.name}" '
-                f'id="cg-log-download">Download the whole log</a> '
-                f'<span style="opacity:.6">({log_file})</span>',
-            )
-        log_sig = gr.State(None)
-        timer = gr.Timer(1.0)
-        with gr.Row(visible=False):
-            api_in = gr.Textbox(label="request JSON")
-            api_status = gr.JSON(label="status")
-            api_files = gr.File(label="files", file_count="multiple")
-            api_btn = gr.Button("generate")
-
-        # ------------------------------------------------------------ events
-        gen_btn.click(
-            run_request,
-            inputs=[editor],
-            outputs=[status, video, gallery, files, status_json],
-            concurrency_limit=None,
-            show_progress="hidden",
-            api_visibility="private",
-        )
-        cancel_btn.click(cancel, inputs=None, outputs=None, queue=False, api_visibility="private")
-        reset_btn.click(
-            lambda: default_text, outputs=[editor], queue=False, api_visibility="private"
-        )
-        upload.upload(
-            on_upload,
-            inputs=[upload],
-            outputs=[earlier, upload_path, upload_msg],
-            api_name="upload_asset",
-            api_visibility="undocumented",  # callable, so the server-side checks can be tested
-        )
-        earlier.input(
-            on_select_upload, inputs=[earlier], outputs=[upload_path], api_visibility="private"
-        )
-        insert_btn.click(
-            on_insert,
-            inputs=[editor, earlier],
-            outputs=[editor, upload_msg],
-            queue=False,
-            api_visibility="private",
-        )
-        timer.tick(
-            refresh,
-            inputs=[log_sig],
-            outputs=[log_box, workers_md, log_sig],
-            queue=False,
-            show_progress="hidden",
-            api_visibility="private",
-        )
-        demo.load(
-            on_load,
-            outputs=[earlier, log_box, workers_md, log_sig],
-            queue=False,
-            api_visibility="private",
-        )
-        api_btn.click(
-            api_generate,
-            inputs=[api_in],
-            outputs=[api_status, api_files],
-            api_name="generate",
-            concurrency_limit=None,
-        )
-
-    allowed = [str(backend.output_dir), str(backend.uploads_dir), str(log_file)]
-    demo._cosmos_allowed = allowed
+    schema_md = schema_markdown(backend.params_schema(), default_request)
+    demo = _build(
+        backend,
+        header=header,
+        default_request=default_request,
+        help_md="\n\n".join(p for p in (help_text, schema_md) if p),
+        limit_mb=limit_mb,
+    )
+    demo._cosmos_allowed = [
+        str(backend.output_dir),
+        str(backend.uploads_dir),
+        str(backend.log_file),
+    ]
     demo._cosmos_max_bytes = int(limit_mb * 1024 * 1024)
+    demo._cosmos_guard = GuardPolicy(
+        max_request_bytes=backend.max_request_bytes,
+        output_dir=backend.output_dir,
+        uploads_dir=backend.uploads_dir,
+        log_file=backend.log_file,
+    )
     demo.cosmos_backend = backend  # for tests and the notebook helper
 
     from ._notebook import install_launch
 
     install_launch(demo)
     return demo
+
+
+def _build(
+    backend: Backend,
+    *,
+    header: str,
+    default_request: dict[str, Any],
+    help_md: str,
+    limit_mb: float,
+) -> Any:
+    """The Blocks: handler objects, the layout, and the wiring between them."""
+    default_text = json.dumps(default_request, indent=2)
+    handlers = PageHandlers(backend, default_text, limit_mb)
+    history = HistoryPanel(backend, defaults=default_request)
+    browser = FileBrowser(backend)
+    info = header_info_html(
+        model_name=backend.model_name,
+        app_name=backend.app_name,
+        started_at=backend.started_at,
+        git=git_info(),
+        device=f"{backend.env.num_gpus} GPU(s)" if has_cuda_devices() else "CPU",
+    )
+    # Gradio's cache (GRADIO_TEMP_DIR) keeps every upload and every output it served:
+    # files older than UPLOAD_CACHE_MAX_AGE are deleted, checked twice per that age.
+    age = max(1, int(float(getattr(backend.env, "upload_cache_max_age", 86400))))
+    cache = (max(1, min(age, 3600) // 2), age)
+    blocks_cls = _cosmos_blocks()
+    with blocks_cls(
+        title=header, analytics_enabled=False, fill_width=True, delete_cache=cache
+    ) as demo:
+        page = build_page(
+            header=header,
+            header_info_html=info,
+            default_text=default_text,
+            limit_mb=limit_mb,
+            help_md=help_md,
+            log_file=backend.log_file,
+        )
+        _wire_generate(page, handlers)
+        _wire_history(page, history)
+        _wire_files(page, browser)
+        _wire_api(page, handlers)
+        listing = [page.hist_table, page.hist_label, page.hist_offset, page.hist_ids, page.hist_sig]
+        private: dict[str, Any] = {"queue": False, "api_visibility": "private"}
+        demo.load(
+            handlers.on_load,
+            outputs=[page.earlier, page.log, page.workers, page.log_sig],
+            **private,
+        )
+        demo.load(
+            history.render, inputs=[page.hist_offset, page.hist_search], outputs=listing, **private
+        )
+    demo.cosmos_handlers = handlers
+    demo.cosmos_history = history
+    demo.cosmos_files = browser
+    return demo
+
+
+def _wire_generate(page: Page, h: PageHandlers) -> None:
+    """Generate, Cancel, Reset, uploads, and the once-a-second log and workers refresh."""
+    private: dict[str, Any] = {"api_visibility": "private"}
+    page.generate.click(
+        h.run_request,
+        inputs=[page.editor],
+        outputs=[page.status, page.video, page.gallery, page.file_links, page.status_json],
+        concurrency_limit=None,
+        show_progress="hidden",
+        **private,
+    )
+    page.cancel.click(h.cancel, outputs=[page.cancel_note], queue=False, **private)
+    page.generate.click(lambda: "", outputs=[page.cancel_note], queue=False, **private)
+    page.reset.click(lambda: h.default_text, outputs=[page.editor], queue=False, **private)
+    page.upload.upload(
+        h.on_upload,
+        inputs=[page.upload],
+        outputs=[page.earlier, page.upload_path, page.upload_msg],
+        **private,
+    )
+    page.earlier.input(
+        h.on_select_upload, inputs=[page.earlier], outputs=[page.upload_path], **private
+    )
+    page.insert.click(
+        h.on_insert,
+        inputs=[page.editor, page.earlier],
+        outputs=[page.editor, page.upload_msg],
+        queue=False,
+        **private,
+    )
+    page.timer.tick(
+        h.refresh,
+        inputs=[page.log_sig],
+        outputs=[page.log, page.workers, page.log_sig],
+        queue=False,
+        show_progress="hidden",
+        **private,
+    )
+
+
+def _wire_history(page: Page, hist: HistoryPanel) -> None:
+    """The history list (load, page, search, refresh on a timer) and one run's details."""
+    private: dict[str, Any] = {"api_visibility": "private", "show_progress": "hidden"}
+    listing = [page.hist_table, page.hist_label, page.hist_offset, page.hist_ids, page.hist_sig]
+    where = [page.hist_offset, page.hist_search]
+    detail = [
+        page.hist_panel,
+        page.hist_video,
+        page.hist_gallery,
+        page.hist_files,
+        page.hist_params,
+        page.hist_status,
+        page.hist_selected,
+    ]
+    page.hist_refresh.click(hist.render, inputs=where, outputs=listing, **private)
+    page.hist_tab.select(hist.render, inputs=where, outputs=listing, **private)
+    page.hist_older.click(hist.older, inputs=where, outputs=listing, **private)
+    page.hist_newer.click(hist.newer, inputs=where, outputs=listing, **private)
+    page.hist_search.submit(hist.search, inputs=[page.hist_search], outputs=listing, **private)
+    page.hist_timer.tick(
+        hist.refresh, inputs=[*where, page.hist_sig], outputs=listing, queue=False, **private
+    )
+    page.hist_table.select(hist.select, inputs=[page.hist_ids], outputs=detail, **private)
+    page.hist_load.click(
+        hist.load_into_editor,
+        inputs=[page.hist_selected],
+        outputs=[page.editor, page.tabs, page.hist_note],
+        **private,
+    )
+    # A run that ends in this page shows up at once, not at the next tick.
+    page.status.change(
+        hist.refresh, inputs=[*where, page.hist_sig], outputs=listing, queue=False, **private
+    )
+
+
+def _wire_files(page: Page, fb: FileBrowser) -> None:
+    private: dict[str, Any] = {"api_visibility": "private", "show_progress": "hidden"}
+    fast = {**private, "queue": False}  # listing and preview: quick, no queue overlay
+    folder_outputs = [page.fb_folder, page.fb_file, page.fb_folder_note]
+    preview = [
+        page.fb_video,
+        page.fb_image,
+        page.fb_json,
+        page.fb_text,
+        page.fb_download,
+        page.fb_info,
+    ]
+    page.fb_root.change(
+        fb.folders, inputs=[page.fb_root, page.fb_filter], outputs=folder_outputs, **fast
+    )
+    page.fb_filter.submit(
+        fb.folders, inputs=[page.fb_root, page.fb_filter], outputs=folder_outputs, **fast
+    )
+    page.fb_folder.input(
+        fb.files,
+        inputs=[page.fb_root, page.fb_folder],
+        outputs=[page.fb_file, page.fb_zip_download],
+        **fast,
+    )
+    page.fb_file.input(
+        fb.preview, inputs=[page.fb_root, page.fb_folder, page.fb_file], outputs=preview, **fast
+    )
+    page.fb_zip.click(
+        fb.zip_folder,
+        inputs=[page.fb_root, page.fb_folder],
+        outputs=[page.fb_zip_download, page.fb_zip_note],
+        **private,
+    )
+    page.fb_tab.select(
+        fb.folders, inputs=[page.fb_root, page.fb_filter], outputs=folder_outputs, **fast
+    )
+
+
+def _wire_api(page: Page, h: PageHandlers) -> None:
+    """The endpoints scripts call with ``gradio_client`` (documented in the README)."""
+    page.api_generate.click(
+        h.api_generate,
+        inputs=[page.api_in],
+        outputs=[page.api_status, page.api_files],
+        api_name="generate",
+        api_description="Run one request (its JSON text); returns its status JSON and output files.",
+        concurrency_limit=None,
+    )
+    page.api_stream.click(
+        h.api_generate_stream,
+        inputs=[page.api_in],
+        outputs=[page.api_status, page.api_files],
+        api_name="generate_stream",
+        api_description="Run one request, yielding its state (queued, position, progress) as it "
+        "goes, then its status JSON and output files.",
+        concurrency_limit=None,
+    )
+    page.api_default.click(
+        h.api_default_request,
+        outputs=[page.api_default_out],
+        api_name="generate_default_request",
+        api_description="The default request as JSON text, to edit and send to /generate.",
+        queue=False,
+    )
+    page.api_upload.click(
+        h.api_upload_file,
+        inputs=[page.api_upload_in],
+        outputs=[page.api_upload_out],
+        api_name="upload_file",
+        api_description="Store one file under UPLOADS_DIR; returns its server path, to put in "
+        "a request (for example as image).",
+    )
+    page.api_list.click(
+        h.api_upload_file_list,
+        outputs=[page.api_list_out],
+        api_name="upload_file_list",
+        api_description="Files stored by earlier uploads, newest first.",
+        queue=False,
+    )
+    page.api_status_btn.click(
+        h.api_request_status,
+        inputs=[page.api_id_in],
+        outputs=[page.api_id_out],
+        api_name="request_status",
+        api_description="A request's state by id: live (queue position, progress) while it "
+        "waits or runs, then its status JSON.",
+        queue=False,
+    )

@@ -1,22 +1,34 @@
-"""What the page talks to: an app's queue, or a plain ``infer`` callable in a thread.
+"""What the page talks to: the ``infer_func`` it was given, and facts about the app behind it.
 
-``create_gradio_UI(infer_func=app.infer)`` receives a bound method. When its
-``__self__`` is one of our apps the page uses the app directly: ``submit`` for
-a future with progress, queue position and terminate; ``validate`` for fast
-errors; the app's folders and default request. Any other callable still works,
-with less: it runs in a thread, and if it returns a ``concurrent.futures.Future``
-that future is awaited.
+The page *calls* ``infer_func``, whatever it is: ``app.infer``, a wrapper that
+edits the parameters or the result, a lambda, the blocking ``GradioApp.infer``.
+Each call runs in a thread inside a :class:`~cosmos_gradio_nb._tracking.Tracker`
+context, so the future that ``submit`` creates on the way is known to the page
+(progress, queue position, Cancel) even when the function never returns it.
+What the function returns is honoured: a future is followed to its end, a plain
+result is shown when it returns.
+
+When ``infer_func`` is a bound method of one of our apps, the app also gives the
+page its folders, its default request, its schema and its workers. That is for
+display only: requests always go through ``infer_func``.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
+import json
+import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Backend", "Outputs", "collect_outputs"]
+from ._filetypes import FileKind, kind_of
+from ._tracking import Tracker, tracking
+
+__all__ = ["Backend", "Call", "Outputs", "collect_outputs", "has_cuda_devices"]
 
 
 @dataclass
@@ -28,6 +40,7 @@ class Outputs:
     videos: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    partial: list[str] = field(default_factory=list)
     duration: float | None = None
 
 
@@ -39,29 +52,31 @@ def _paths(values: Any) -> list[str]:
     return [str(Path(v).resolve()) for v in values if Path(v).is_file()]
 
 
+def _by_kind(files: list[str], kind: FileKind) -> list[str]:
+    return [f for f in files if kind_of(f) is kind]
+
+
 def collect_outputs(result: Any) -> Outputs:
     """Normalize what an infer function returned into :class:`Outputs`.
 
     Understands an ``InferenceResult`` (or anything with its attributes), a dict
     with ``videos``/``images``/``files`` keys (the seed's return convention), and
-    falls back to showing ``repr(result)`` in the status for anything else.
+    falls back to showing ``repr(result)`` in the status for anything else. Files
+    listed under ``files["partial"]`` of a status (a stopped run) are never videos.
     """
-    from ._uploads import kind_of
-
     if hasattr(result, "status") and hasattr(result, "files"):
-        files = _paths(result.files)
-        videos = _paths(getattr(result, "videos", [])) or [
-            f for f in files if kind_of(f) == "video"
-        ]
-        images = _paths(getattr(result, "images", [])) or [
-            f for f in files if kind_of(f) == "image"
-        ]
+        status = dict(result.status or {})
+        partial = _paths((status.get("files") or {}).get("partial"))
+        files = [f for f in _paths(result.files) if f not in partial]
+        videos = _paths(getattr(result, "videos", [])) or _by_kind(files, FileKind.VIDEO)
+        images = _paths(getattr(result, "images", [])) or _by_kind(files, FileKind.IMAGE)
         return Outputs(
             request_id=str(getattr(result, "request_id", "")),
-            status=dict(result.status or {}),
+            status=status,
             videos=videos,
             images=images,
             files=files,
+            partial=partial,
             duration=getattr(result, "duration", None),
         )
     if isinstance(result, dict):
@@ -69,50 +84,86 @@ def collect_outputs(result: Any) -> Outputs:
         videos = _paths(result.get("videos"))
         images = _paths(result.get("images"))
         out_dir = result.get("output_dir")
-        if out_dir and Path(out_dir).is_dir():
+        if isinstance(out_dir, (str, Path)) and Path(out_dir).is_dir():
             found = sorted(str(p.resolve()) for p in Path(out_dir).iterdir() if p.is_file())
             files = list(dict.fromkeys(files + videos + images + found))
         else:
             files = list(dict.fromkeys(files + videos + images))
-        videos = videos or [f for f in files if kind_of(f) == "video"]
-        images = images or [f for f in files if kind_of(f) == "image"]
+        videos = videos or _by_kind(files, FileKind.VIDEO)
+        images = images or _by_kind(files, FileKind.IMAGE)
         status = {k: v for k, v in result.items() if _jsonable(v)}
-        return Outputs(status=status, videos=videos, images=images, files=files)
+        return Outputs(
+            request_id=str(result.get("id", "")),
+            status=status,
+            videos=videos,
+            images=images,
+            files=files,
+        )
     return Outputs(status={"result": repr(result)})
 
 
 def _jsonable(value: Any) -> bool:
-    import json
-
     try:
-        json.dumps(value)
+        json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):
         return False
     return True
 
 
+def has_cuda_devices() -> bool:
+    """True when this machine shows an NVIDIA device (without importing torch)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/gpus").is_dir()
+
+
+class Call:
+    """One call of ``infer_func``, running in a thread, and the futures it made.
+
+    ``live`` is the future to show and stop: the last one ``submit`` registered
+    during the call, or the future the function returned.
+    """
+
+    def __init__(self, tracker: Tracker, thread_future: concurrent.futures.Future[Any]) -> None:
+        self.tracker = tracker
+        self.returned = thread_future
+        self.started = time.monotonic()
+
+    def returned_future(self) -> concurrent.futures.Future[Any] | None:
+        """The future the function returned, once it has returned one."""
+        ret = self.returned
+        if ret.done() and not ret.cancelled() and ret.exception() is None:
+            value = ret.result()
+            if isinstance(value, concurrent.futures.Future):
+                return value
+        return None
+
+    @property
+    def live(self) -> concurrent.futures.Future[Any] | None:
+        return self.returned_future() or self.tracker.latest
+
+    def done(self) -> bool:
+        """The function returned (or raised), and any future it returned has finished too."""
+        if not self.returned.done():
+            return False
+        fut = self.returned_future()
+        return fut is None or fut.done()
+
+
 class Backend:
-    """The page's view of the engine: submit, validate, folders, defaults, workers.
+    """The page's view of the engine: calling ``infer_func``, folders, defaults, workers.
 
     Parameters
     ----------
     infer_func:
-        ``app.infer`` of a NotebookApp/GradioApp, or any ``dict -> result`` callable.
+        Any ``dict -> result`` callable; usually ``app.infer`` of a NotebookApp/GradioApp.
     """
 
     def __init__(self, infer_func: Any) -> None:
         if not callable(infer_func):
             raise TypeError(f"infer_func must be callable, got {type(infer_func).__name__}")
         self.infer_func = infer_func
-        self.app: Any = None
-        try:
-            from ._app import _BaseApp
-
-            owner = getattr(infer_func, "__self__", None)
-            if isinstance(owner, _BaseApp):
-                self.app = owner
-        except ImportError:  # pragma: no cover - the engine is part of the package
-            pass
+        self.app: Any = _app_behind(infer_func)
         if self.app is not None:
             self.env = self.app.env
         else:
@@ -122,14 +173,19 @@ class Backend:
         self.output_dir = Path(self.env.output_dir).resolve()
         self.uploads_dir = Path(self.env.uploads_dir).resolve()
         self.log_file = Path(self.env.log_file).resolve()
+        self.max_request_bytes = int(float(getattr(self.env, "max_request_kb", 1024)) * 1024)
+        self.started_at = time.time()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
     # -- facts about the model --------------------------------------------------------
     @property
-    def has_queue(self) -> bool:
-        """True when requests go through an app's queue (progress, position, terminate)."""
-        return self.app is not None
+    def model_name(self) -> str:
+        return str(getattr(self.env, "model_name", "") or "")
+
+    @property
+    def app_name(self) -> str:
+        return str(getattr(self.app, "name", "") or "") if self.app is not None else ""
 
     def default_request(self) -> dict[str, Any] | None:
         return getattr(self.app, "default_request", None) if self.app is not None else None
@@ -138,7 +194,7 @@ class Backend:
         return getattr(self.app, "params_schema", None) if self.app is not None else None
 
     def workers_line(self) -> str:
-        """One line: each worker group's state and the queue length ("" without an app)."""
+        """One line: each worker group's state and device, and the queue length."""
         if self.app is None:
             return ""
         try:
@@ -149,36 +205,63 @@ class Backend:
         groups: dict[int, list[Any]] = {}
         for w in infos:
             groups.setdefault(w.group, []).append(w)
+        cuda = has_cuda_devices()
         parts = []
         for g, ranks in sorted(groups.items()):
             states = {r.state for r in ranks}
             state = next(iter(states)) if len(states) == 1 else "/".join(sorted(states))
-            devices = ",".join(str(r.gpu) for r in ranks)
+            where = "GPU " + ",".join(str(r.gpu) for r in ranks) if cuda else "CPU"
             restarts = sum(r.restarts for r in ranks)
             extra = f", {restarts} restart{'s' if restarts != 1 else ''}" if restarts else ""
-            parts.append(f"group {g} (device {devices}): **{state}**{extra}")
+            parts.append(f"group {g} ({where}): **{state}**{extra}")
         return f"{' · '.join(parts)} · queue: **{queued}**"
 
     # -- requests ---------------------------------------------------------------------
-    def validate(self, params: dict[str, Any]) -> dict[str, Any]:
-        """The app's validator (raises ValidationError); identity without an app."""
-        if self.app is not None:
-            return dict(self.app.validate(params))
-        return params
-
-    def submit(self, params: dict[str, Any]) -> concurrent.futures.Future[Any]:
-        """Queue a request; raises ValidationError, QueueFullError... at once."""
-        if self.app is not None:
-            return self.app.submit(params)  # type: ignore[no-any-return]
+    def start(self, params: dict[str, Any]) -> Call:
+        """Call ``infer_func(params)`` in a thread, tracking the futures it makes."""
         with self._lock:
             if self._pool is None:
+                # A blocking infer holds its thread for the whole request: room for many.
                 self._pool = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=8, thread_name_prefix="cosmos-ui-infer"
+                    max_workers=256, thread_name_prefix="cosmos-ui-infer"
                 )
-        return self._pool.submit(self._call_plain, params)
+        tracker = Tracker()
+        ctx = contextvars.copy_context()
+        return Call(tracker, self._pool.submit(ctx.run, self._call, tracker, params))
 
-    def _call_plain(self, params: dict[str, Any]) -> Any:
-        result = self.infer_func(params)
-        if isinstance(result, concurrent.futures.Future):
-            result = result.result()
-        return result
+    def _call(self, tracker: Tracker, params: dict[str, Any]) -> Any:
+        with tracking(tracker):
+            return self.infer_func(params)
+
+    def live_future(self, request_id: str) -> Any:
+        """The app's future for ``request_id`` (this session's history), or None."""
+        if self.app is None:
+            return None
+        for fut in reversed(getattr(self.app, "history", [])):
+            if getattr(fut, "request_id", None) == request_id:
+                return fut
+        return None
+
+    def pending_futures(self) -> dict[str, Any]:
+        """This session's queued and running futures by request id (one pass over history)."""
+        if self.app is None:
+            return {}
+        return {
+            str(fut.request_id): fut for fut in getattr(self.app, "history", []) if not fut.done()
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _app_behind(infer_func: Any) -> Any:
+    """The app whose bound method ``infer_func`` is (for folders and defaults), else None."""
+    try:
+        from ._app import _BaseApp
+    except ImportError:  # pragma: no cover - the engine is part of the package
+        return None
+    owner = getattr(infer_func, "__self__", None)
+    return owner if isinstance(owner, _BaseApp) else None

@@ -10,75 +10,165 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+
+from ._exceptions import WorkerCrashedError
+from ._presentation import STATES, ErrorCategory, classify_error, queue_wording, state_style
 
 __all__ = [
     "CSS",
     "error_html",
+    "failure_html",
+    "file_url",
+    "files_html",
     "parse_request_json",
     "schema_markdown",
     "status_html",
 ]
 
-# Styles for the status panel and the page layout (passed to launch by _ui).
-CSS = """
+# Styles for the status panel and the page layout (passed to launch by _ui). The badge
+# colours come from _presentation's one table of states.
+_BADGE_CSS = "\n".join(
+    f".cg-{state} .cg-badge {{ background: {style.color}; }}" for state, style in STATES.items()
+)
+CSS = (
+    """
 #cg-status { min-height: 2.6em; }
 .cg-status { border: 1px solid var(--border-color-primary); border-radius: 8px;
              padding: 8px 12px; font-size: 14px; background: var(--block-background-fill); }
 .cg-line { display: flex; gap: 10px; align-items: baseline; flex-wrap: wrap; }
 .cg-badge { font-weight: 600; padding: 1px 8px; border-radius: 10px; color: white;
             background: #6b7280; font-size: 12px; text-transform: uppercase; letter-spacing: .03em; }
-.cg-queued .cg-badge { background: #a16207; }
-.cg-running .cg-badge { background: #2563eb; }
-.cg-succeeded .cg-badge { background: #15803d; }
-.cg-failed .cg-badge, .cg-error .cg-badge { background: #b91c1c; }
-.cg-cancelled .cg-badge { background: #6b7280; }
 .cg-meta { color: var(--body-text-color-subdued); font-size: 12px; margin-left: auto; }
 .cg-bar { height: 6px; background: var(--border-color-primary); border-radius: 3px;
           margin-top: 6px; overflow: hidden; }
 .cg-bar > div { height: 100%; background: #2563eb; transition: width .2s; }
-.cg-error .cg-text, .cg-failed .cg-text { color: #b91c1c; white-space: pre-wrap; }
-.cg-status pre { max-height: 260px; overflow: auto; font-size: 12px; margin: 6px 0 0;
-                 background: var(--code-background-fill, #f6f6f6); padding: 6px; }
+.cg-refused .cg-text, .cg-failed .cg-text { color: #b91c1c; white-space: pre-wrap; }
+.cg-status pre, .cg-problems { max-height: 260px; overflow: auto; font-size: 12px; margin: 6px 0 0;
+                 background: var(--code-background-fill, #f6f6f6); padding: 6px;
+                 white-space: pre-wrap; overflow-wrap: anywhere; }
+.cg-problems { list-style: none; font-family: ui-monospace, monospace; }
+.cg-problems li { margin: 1px 0; }
 #cg-log textarea { font-family: ui-monospace, monospace; font-size: 12px; }
 #cg-workers { font-size: 13px; color: var(--body-text-color-subdued); }
 #cg-video video { max-height: 62vh; }
+.cg-files { font-size: 13px; }
+.cg-files ul { margin: 4px 0; padding-left: 18px; }
+.cg-partial { color: #92400e; }
+#cg-header-info { font-size: 12px; color: var(--body-text-color-subdued); }
+#cg-header-info code { font-size: 12px; }
+.cg-note { font-size: 13px; color: var(--body-text-color-subdued); min-height: 1.2em; }
+.cg-thumb { max-width: 64px; max-height: 48px; display: block; }
 """
-
-_BADGE = {
-    "queued": "Queued",
-    "running": "Running",
-    "succeeded": "Done",
-    "failed": "Failed",
-    "cancelled": "Cancelled",
-    "error": "Error",
-    "idle": "Ready",
-}
+    + _BADGE_CSS
+)
 
 
-def parse_request_json(text: str | None) -> dict[str, Any]:
+MAX_DEPTH = 64
+"""Objects and lists nested deeper than this are refused (no request needs more)."""
+MAX_KEYS = 1000
+"""Object keys a request may hold in all (lists may be long). Validating 60,000 unknown
+keys costs seconds of the server's CPU with the interpreter lock held, which every other
+page feels; no model has a thousand parameters."""
+
+
+def _too_large(text: str, max_bytes: int) -> int | None:
+    """The text's size in bytes if over ``max_bytes``, else None (cheap for small texts)."""
+    if len(text) > max_bytes:  # at least one byte a character: no need to count them
+        return len(text)
+    if len(text) * 4 > max_bytes:  # at most four
+        size = len(text.encode("utf-8", "surrogatepass"))
+        return size if size > max_bytes else None
+    return None
+
+
+def _shape_problem(value: Any, max_depth: int, max_keys: int) -> str | None:
+    """Why ``value`` is shaped as no request is (too deep, too many keys), or None.
+
+    Iterative, so a 100,000-deep value cannot exhaust the stack.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    keys = 0
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            keys += len(item)
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > max_depth:
+            return (
+                f"the request nests objects or lists more than {max_depth} levels deep: "
+                "no parameter needs that, flatten it"
+            )
+        if keys > max_keys:
+            return (
+                f"the request has more than {max_keys:,} keys: no model takes that many "
+                "parameters (is it the right JSON?)"
+            )
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return None
+
+
+def parse_request_json(
+    text: str | None,
+    max_bytes: int | None = None,
+    max_depth: int = MAX_DEPTH,
+    max_keys: int = MAX_KEYS,
+) -> dict[str, Any]:
     """Parse the editor's text into a request dict.
+
+    Parameters
+    ----------
+    max_bytes:
+        Refuse a longer text before parsing it (``MAX_REQUEST_KB``); None for no limit.
+    max_depth:
+        Refuse objects and lists nested deeper than this.
+    max_keys:
+        Refuse more object keys than this in all.
 
     Raises
     ------
     ValueError
-        Not JSON (the message gives line, column and the offending line with a
-        caret), or JSON that is not an object.
+        Too large, not JSON (the message gives line, column and the offending line
+        with a caret), nested too deeply, too many keys, or JSON that is not an object.
     """
     text = text or ""
+    if max_bytes is not None:
+        size = _too_large(text, max_bytes)
+        if size is not None:
+            raise ValueError(
+                f"the request is {size / 1024:,.0f} KB, over the {max_bytes / 1024:g} KB limit "
+                "(MAX_REQUEST_KB): send a smaller request, or upload large inputs as files"
+            )
     if not text.strip():
         raise ValueError(
             'the request is empty: write a JSON object such as {"prompt": "a red car"}'
         )
     try:
         value = json.loads(text)
+    except RecursionError:
+        value = None
+        problem: str | None = (
+            f"the request nests objects or lists more than {max_depth} levels deep: "
+            "no parameter needs that, flatten it"
+        )
     except json.JSONDecodeError as exc:
         lines = text.splitlines() or [""]
-        line = lines[min(exc.lineno, len(lines)) - 1]
-        caret = " " * (exc.colno - 1) + "^"
+        line = lines[min(exc.lineno, len(lines)) - 1][:200]
+        caret = " " * min(exc.colno - 1, 200) + "^"
         raise ValueError(
             f"Invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}\n  {line}\n  {caret}"
         ) from None
+    else:
+        problem = _shape_problem(value, max_depth, max_keys)
+    if problem:
+        raise ValueError(problem)
     if not isinstance(value, dict):
         raise ValueError(
             f"the request must be a JSON object {{...}}, got {type(value).__name__} "
@@ -94,25 +184,75 @@ def _esc(text: Any) -> str:
 def _panel(state: str, text: str, meta: str = "", extra: str = "") -> str:
     return (
         f'<div class="cg-status cg-{state}" data-state="{state}">'
-        f'<div class="cg-line"><span class="cg-badge">{_BADGE.get(state, state)}</span>'
+        f'<div class="cg-line"><span class="cg-badge">{_esc(state_style(state).word)}</span>'
         f'<span class="cg-text">{text}</span><span class="cg-meta">{meta}</span></div>'
         f"{extra}</div>"
     )
 
 
-def error_html(title: str, message: str, traceback: str = "") -> str:
-    """An error shown in the status panel (nothing ran, or a run failed)."""
+def _meta(request_id: str = "", elapsed: float | None = None) -> str:
+    parts = []
+    if request_id:
+        parts.append(f"request {_esc(request_id)}")
+    if elapsed is not None:
+        parts.append(f"{elapsed:.1f} s")
+    return " · ".join(parts)
+
+
+def error_html(
+    title: str,
+    message: str,
+    detail: str = "",
+    *,
+    state: str = "refused",
+    request_id: str = "",
+    elapsed: float | None = None,
+    detail_label: str = "Remote traceback",
+) -> str:
+    """An error in the status panel: the title, then the message (one line per problem).
+
+    A one-line message follows the title; a message of several lines (a validator's
+    problems, or a JSON error's offending line and caret) is listed below it, each
+    line wrapping rather than running off the edge.
+    """
+    first, _, rest = message.partition("\n")
     extra = ""
-    message, _, snippet = message.partition("\n")
-    if snippet.strip():
-        extra += f"<pre>{_esc(snippet)}</pre>"
-    if traceback.strip():
+    if rest.strip():
+        if "^" in rest and message.startswith("Invalid JSON"):  # line and caret: keep columns
+            extra += f"<pre>{_esc(rest)}</pre>"
+        else:
+            items = "".join(f"<li>{_esc(line)}</li>" for line in message.splitlines() if line)
+            extra += f'<ul class="cg-problems">{items}</ul>'
+            first = ""
+    if detail.strip():
         extra += (
-            "<details open><summary>Remote traceback</summary>"
-            f"<pre>{_esc(traceback.rstrip())}</pre></details>"
+            f"<details open><summary>{_esc(detail_label)}</summary>"
+            f"<pre>{_esc(detail.rstrip())}</pre></details>"
         )
-    text = f"<b>{_esc(title)}</b>: {_esc(message)}" if title else _esc(message)
-    return _panel("error", text, extra=extra)
+    text = f"<b>{_esc(title)}</b>" + (f": {_esc(first)}" if first else "") if title else _esc(first)
+    return _panel(state, text, _meta(request_id, elapsed), extra)
+
+
+def failure_html(
+    exc: BaseException, request_id: str = "", elapsed: float | None = None, *, ran: bool = True
+) -> str:
+    """The status panel for a request that failed on the workers, or was refused before it ran.
+
+    Titled by :func:`~cosmos_gradio_nb._presentation.classify_error` (by exception
+    class); ``ran=False`` (nothing was queued) shows it as refused whatever it is.
+    """
+    view = classify_error(exc)
+    refused = view.category is ErrorCategory.REFUSED or not ran
+    label = "Last log lines" if isinstance(exc, WorkerCrashedError) else "Remote traceback"
+    return error_html(
+        view.title,
+        view.message,
+        view.detail,
+        state="refused" if refused else "failed",
+        request_id=request_id,
+        elapsed=elapsed,
+        detail_label=label,
+    )
 
 
 def status_html(
@@ -133,26 +273,15 @@ def status_html(
         ``queued``, ``running``, ``succeeded``, ``failed`` or ``cancelled``
         (``idle`` for the empty panel).
     queue_position:
-        0 for next in line; shown as a 1-based place.
+        Requests ahead of this one (0: next in line), worded by ``queue_wording``.
     progress, message:
         The model's last report (fraction 0..1 and text).
     note:
         Extra text after the state, already readable (e.g. where outputs are).
     """
-    meta_parts = []
-    if request_id:
-        meta_parts.append(f"request {_esc(request_id)}")
-    if elapsed is not None:
-        meta_parts.append(f"{elapsed:.1f} s")
-    meta = " · ".join(meta_parts)
     bar = ""
     if state == "queued":
-        place = "next in line" if not queue_position else f"{queue_position + 1}th in line"
-        if queue_position == 1:
-            place = "2nd in line"
-        elif queue_position == 2:
-            place = "3rd in line"
-        text = f"waiting for a free worker, {place}"
+        text = f"waiting for a free worker: {queue_wording(queue_position)}"
     elif state == "running":
         pct = None if progress is None else max(0.0, min(1.0, progress))
         text = _esc(message) if message else "running on a worker"
@@ -168,63 +297,37 @@ def status_html(
         note = ""
     if note:
         text += f" · {_esc(note)}"
-    return _panel(state, text, meta, bar)
+    return _panel(state, text, _meta(request_id, elapsed), bar)
 
 
-def failure_html(
-    exc: BaseException, request_id: str = "", elapsed: float | None = None, *, ran: bool = True
-) -> str:
-    """The status panel for a request that failed on the workers, or (``ran=False``) was refused."""
-    name = type(exc).__name__
-    message = str(exc) or name
-    tb = ""
-    if name == "InferenceError":
-        etype = getattr(exc, "error_type", "") or "error"
-        title = f"The model raised {etype}"
-        if message.startswith(f"{etype}: "):
-            message = message[len(etype) + 2 :]
-        tb = getattr(exc, "remote_traceback", "") or ""
-    elif name == "WorkerCrashedError":
-        sig = getattr(exc, "signal_name", None)
-        code = getattr(exc, "exitcode", None)
-        how = f"killed by {sig}" if sig else f"exited with code {code}"
-        title = f"Worker rank {getattr(exc, 'rank', '?')} crashed ({how})"
-        message = f"{message}. The worker group was restarted; other requests keep their place."
-        tb = "\n".join(getattr(exc, "last_log_lines", []) or [])
-    elif name == "InferenceTimeoutError":
-        title = "Timed out"
-        message = f"{message}. The worker group was restarted."
-    elif name == "ValidationError":
-        title = "Invalid parameters"
-    elif name == "QueueFullError":
-        title = "Queue full"
-    elif name == "AppClosedError":
-        title = "Server shutting down"
-    elif name == "WorkerStartupError":
-        title = "The model failed to start"
-        tb = getattr(exc, "remote_traceback", "") or ""
-    else:
-        title = name
-    panel = error_html(title, message, tb)
-    if request_id or elapsed is not None:
-        meta = " · ".join(
-            p
-            for p in (
-                f"request {_esc(request_id)}" if request_id else "",
-                f"{elapsed:.1f} s" if elapsed is not None else "",
-            )
-            if p
-        )
-        panel = panel.replace(
-            '<span class="cg-meta"></span>', f'<span class="cg-meta">{meta}</span>'
-        )
-    if not ran:
-        return panel
-    return (
-        panel.replace('data-state="error"', 'data-state="failed"')
-        .replace("cg-status cg-error", "cg-status cg-failed")
-        .replace(">Error<", ">Failed<")
+def file_url(path: str | Path) -> str:
+    """The page-relative URL Gradio serves an allowed file at (works behind a proxy prefix)."""
+    return "gradio_api/file=" + quote(str(path), safe="/")
+
+
+def _links(paths: Iterable[str], css: str = "") -> str:
+    items = "".join(
+        f'<li class="{css}"><a href="{_esc(file_url(p))}" download="{_esc(Path(p).name)}">'
+        f"{_esc(Path(p).name)}</a></li>"
+        for p in paths
     )
+    return f"<ul>{items}</ul>" if items else ""
+
+
+def files_html(files: list[str], partial: Iterable[str] = ()) -> str:
+    """Download links for a request's files; a stopped run's files are marked partial."""
+    partial = list(partial)
+    if not files and not partial:
+        return '<div class="cg-files cg-note">No output files yet.</div>'
+    out = '<div class="cg-files" id="cg-file-links">'
+    if files:
+        out += f"<b>Output files</b> ({len(files)}){_links(files)}"
+    if partial:
+        out += (
+            f'<b class="cg-partial">Partial files (the run was stopped)</b> ({len(partial)})'
+            f"{_links(partial, 'cg-partial')}"
+        )
+    return out + "</div>"
 
 
 def schema_markdown(schema: dict[str, Any] | None, default: dict[str, Any] | None) -> str:
@@ -256,3 +359,28 @@ def schema_markdown(schema: dict[str, Any] | None, default: dict[str, Any] | Non
         desc = str(prop.get("description", "")).replace("|", "\\|").replace("\n", " ")
         rows.append(f"| `{key}` | {typ or ''} | {dflt} | {desc} |")
     return "\n".join(rows)
+
+
+def header_info_html(
+    *, model_name: str, app_name: str, started_at: float, git: Any, device: str
+) -> str:
+    """What is served: model, factory, since when, on what, and the git checkout if any."""
+    from ._outputs import iso_time
+
+    since = (iso_time(started_at) or "")[:19].replace("T", " ")
+    parts = [f"model <b>{_esc(model_name or '?')}</b>"]
+    if app_name:
+        parts.append(f"<code>{_esc(app_name)}</code>")
+    parts.append(f"on {_esc(device)}")
+    parts.append(f"serving since {_esc(since)} UTC")
+    if git is not None:
+        parts.append(
+            f"git <b>{_esc(git.name)}</b> <code>{_esc(git.branch)}</code> @ "
+            f"<code>{_esc(git.commit)}</code>"
+            + (
+                f' <span title="{_esc(git.remote)}">({_esc(git.remote)})</span>'
+                if git.remote
+                else ""
+            )
+        )
+    return '<div class="cg-header-info">' + " · ".join(parts) + "</div>"

@@ -14,11 +14,19 @@ import json
 import os
 import re
 import shutil
+import stat
 import time
 import unicodedata
 import uuid
 from pathlib import Path
-from typing import Literal
+
+from ._filetypes import (
+    ALLOWED_UPLOAD_EXTENSIONS,
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    FileKind,
+    kind_of,
+)
 
 __all__ = [
     "ALLOWED_EXTENSIONS",
@@ -34,15 +42,10 @@ __all__ = [
     "store_upload",
 ]
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
-VIDEO_EXTENSIONS = frozenset({".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v"})
-TEXT_EXTENSIONS = frozenset({".json", ".txt", ".md"})
-ALLOWED_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS | TEXT_EXTENSIONS
+ALLOWED_EXTENSIONS = ALLOWED_UPLOAD_EXTENSIONS  # the one table is in _filetypes
 
 DEFAULT_MAX_UPLOAD_MB = 500.0
 _MAX_NAME = 120
-
-Kind = Literal["image", "video", "other"]
 
 
 class UploadRejected(ValueError):
@@ -70,16 +73,6 @@ def max_upload_mb(value: float | None = None) -> float:
     return float(value)
 
 
-def kind_of(path: str | os.PathLike[str]) -> Kind:
-    """``image``, ``video`` or ``other``, from the file's extension."""
-    ext = Path(path).suffix.lower()
-    if ext in IMAGE_EXTENSIONS:
-        return "image"
-    if ext in VIDEO_EXTENSIONS:
-        return "video"
-    return "other"
-
-
 def json_key_for(path: str | os.PathLike[str]) -> str:
     """The request key an uploaded file is inserted under.
 
@@ -88,7 +81,7 @@ def json_key_for(path: str | os.PathLike[str]) -> str:
     (a prompt list, a config). The user can rename the key in the editor.
     """
     kind = kind_of(path)
-    return "input_file" if kind == "other" else kind
+    return kind.value if kind in (FileKind.IMAGE, FileKind.VIDEO) else "input_file"
 
 
 def sanitize_filename(name: str) -> str:
@@ -170,8 +163,11 @@ def list_uploads(uploads_dir: str | os.PathLike[str], limit: int = 200) -> list[
 
     Looks only one folder deep (``<unique>/<name>``), the layout
     :func:`store_upload` makes, so a huge ``UPLOADS_DIR`` is not walked whole.
+    Only regular files that really lie there are listed: no symbolic link (to a
+    folder or a file elsewhere) and no hard link (a second name of a file that may
+    lie anywhere); the page makes neither.
     """
-    root = Path(uploads_dir)
+    root = Path(uploads_dir).resolve()
     if not root.is_dir():
         return []
     found: list[tuple[float, Path]] = []
@@ -182,11 +178,21 @@ def list_uploads(uploads_dir: str | os.PathLike[str], limit: int = 200) -> list[
     for folder in folders:
         if len(found) >= limit:
             break
-        if not folder.is_dir():
+        if folder.is_symlink() or not folder.is_dir():
             continue
-        for f in folder.iterdir():
-            if f.is_file() and f.suffix.lower() in ALLOWED_EXTENSIONS:
-                found.append((f.stat().st_mtime, f.resolve()))
+        try:
+            entries = list(folder.iterdir())
+        except OSError:
+            continue
+        for f in entries:
+            if f.suffix.lower() not in ALLOWED_EXTENSIONS:
+                continue
+            try:
+                st = f.lstat()
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                found.append((st.st_mtime, f))
     found.sort(key=lambda t: t[0], reverse=True)
     return [p for _, p in found[:limit]]
 

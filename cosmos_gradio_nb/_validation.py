@@ -38,14 +38,55 @@ def pydantic_model_of(validator: Any) -> Any | None:
     return None
 
 
-def _pydantic_message(exc: Any) -> tuple[str, str | None]:
-    parts = []
-    first_key = None
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"])
+MAX_PROBLEMS = 20
+"""A validation message lists at most this many problems, then says how many more."""
+
+
+def _shown_value(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def problem_lines(errors: list[dict[str, Any]]) -> tuple[list[str], str | None]:
+    """pydantic's ``errors()`` as ``key: what is wrong (got value)`` lines, and the first key.
+
+    One line per problem, each naming its key, so a message never has a key alone
+    on a line; ``(got ...)`` is left out when the message already quotes the value.
+    """
+    lines: list[str] = []
+    first_key: str | None = None
+    for err in errors:
+        key = ".".join(str(p) for p in err.get("loc", ()))
         first_key = first_key or key or None
-        parts.append(f"{key or '(root)'}: {err['msg']}")
-    return "; ".join(parts), first_key
+        msg = str(err.get("msg", "invalid")).replace("\n", " ").strip()
+        line = f"{key or '(root)'}: {msg}"
+        if "input" in err and "(got " not in msg and err.get("type") != "missing":
+            line += f" (got {_shown_value(err['input'])})"
+        lines.append(line)
+    return lines, first_key
+
+
+def from_pydantic(exc: Any) -> ValidationError:
+    """Our ValidationError for a pydantic one: one line per problem (at most 20), ``key`` set."""
+    try:
+        errors = exc.errors(include_url=False)
+    except Exception:  # an error that cannot list its problems: its text, bounded
+        return ValidationError(str(exc)[:2000])
+    # Only the shown problems are formatted: a request with 100,000 unknown keys must
+    # not cost 100,000 lines (nor a 14 MB message).
+    lines, key = problem_lines(errors[:MAX_PROBLEMS])
+    more = len(errors) - len(lines)
+    if more > 0:
+        lines.append(f"... and {more} more problem{'s' * (more != 1)}")
+    return ValidationError("\n".join(lines) or str(exc)[:2000], key=key)
+
+
+def _is_pydantic_error(exc: BaseException) -> bool:
+    try:
+        import pydantic
+    except ImportError:  # pragma: no cover - pydantic is a dependency
+        return False
+    return isinstance(exc, pydantic.ValidationError)
 
 
 def make_validator(validator: Any | None) -> Validator:
@@ -65,8 +106,7 @@ def make_validator(validator: Any | None) -> Validator:
             try:
                 return dict(model.model_validate(params).model_dump(mode="json"))
             except pydantic.ValidationError as exc:
-                msg, key = _pydantic_message(exc)
-                raise ValidationError(f"invalid parameters: {msg}", key=key) from None
+                raise from_pydantic(exc) from None
 
         return validate_model
 
@@ -84,7 +124,11 @@ def make_validator(validator: Any | None) -> Validator:
         except ValidationError:
             raise
         except Exception as exc:
-            raise ValidationError(f"invalid parameters: {exc}") from exc
+            # A plain function may raise pydantic's ValidationError (the seed's sample does):
+            # the same message as a pydantic class gives. Anything else keeps its own text.
+            if _is_pydantic_error(exc):
+                raise from_pydantic(exc) from None
+            raise ValidationError(str(exc) or type(exc).__name__) from exc
         if out is None:  # a validator that checks in place and returns nothing
             out = params
         if not isinstance(out, dict):

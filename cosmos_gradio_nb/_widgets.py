@@ -22,7 +22,9 @@ import ipywidgets as widgets
 
 from . import _display
 from ._exceptions import CosmosGradioError, ValidationError
+from ._filetypes import FileKind, kind_of
 from ._logtail import read_tail
+from ._presentation import classify_error, queue_wording
 from ._ui_render import parse_request_json
 from ._uploads import ALLOWED_EXTENSIONS, UploadRejected, json_key_for, store_upload
 
@@ -39,8 +41,6 @@ UPLOAD_LIMIT_MB = 8.0
 """Largest upload through the widget (ipywidgets messages from the browser are capped ~10 MB)."""
 SHOW_LIMIT_MB = 64.0
 """Largest video or image sent to the browser as widget bytes; larger ones are named by path."""
-_VIDEO_SUFFIXES = {".mp4", ".webm", ".mov"}
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"}
 
 
 # -- one background thread refreshes every live widget ----------------------------------------
@@ -133,7 +133,7 @@ def _media_widget(path: Path) -> widgets.Widget:
         )
     suffix = path.suffix.lower()
     data = path.read_bytes()
-    if suffix in _VIDEO_SUFFIXES:
+    if kind_of(path) is FileKind.VIDEO:
         return widgets.Video(
             value=data,
             format=suffix.lstrip("."),
@@ -237,10 +237,9 @@ class WidgetUI:
         if problem is None and params is not None:
             try:
                 params = self.app.validate(params)
-            except ValidationError as exc:
-                problem = str(exc)
-            except Exception as exc:  # a validator raising something else still has a message
-                problem = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # titled as the page titles it
+                view = classify_error(exc)
+                problem = f"{view.title}: {view.message}"
         if problem is not None:
             _set_html(
                 self.feedback,
@@ -312,7 +311,12 @@ class WidgetUI:
         try:
             fut = self.app.submit(params)
         except CosmosGradioError as exc:
-            _set_html(self.state, f"<span style='color:#b91c1c'>{_display._esc(exc)}</span>")
+            view = classify_error(exc)
+            _set_html(
+                self.state,
+                f"<span style='color:#b91c1c;white-space:pre-wrap'>{_display._esc(view.title)}: "
+                f"{_display._esc(view.message)}</span>",
+            )
             return None
         self.future = fut
         self.outputs.children = ()
@@ -333,17 +337,12 @@ class WidgetUI:
     def _show_state(self, fut: Any) -> None:
         state = fut.state
         if state == "queued":
-            pos = fut.queue_position
-            text = (
-                "queued"
-                if pos is None
-                else ("next in the queue" if pos == 0 else f"{pos} ahead in the queue")
-            )
+            text = queue_wording(fut.queue_position)
         elif state == "running":
             pct = "" if fut.progress is None else f"{fut.progress:.0%} "
             text = f"running {pct}{fut.progress_message or ''}"
         else:
-            text = state
+            text = ""
         _set_html(
             self.state,
             f"{_display._badge(state)} <code>{_display._esc(fut.request_id)}</code> {_display._esc(text)}",

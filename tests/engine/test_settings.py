@@ -36,6 +36,7 @@ def test_public_names_are_pinned() -> None:
         "check_asset_path",
         "create_gradio_UI",
         "create_widget_UI",
+        "load_results",
         "report_progress",
     ]
     for name in cg.__all__:

@@ -59,13 +59,13 @@ EXPECT = {
         "<video",  # the result's video inline
         "Counter({'succeeded': 8",
     ],
-    "custom_model.ipynb": ["refused: invalid parameters: size", "colour", "mean_rgb", "<img"],
+    "custom_model.ipynb": ["refused: size: Input should be", "colour", "mean_rgb", "<img"],
     "scripting.ipynb": [
         "cancel queued: True cancelled",
         "terminate: True cancelled",
         "timed out: request",
         "ran after the restart",
-        "refused: invalid parameters: width",
+        "refused: width: width must be",
         "model error: RuntimeError",
         "the worker keeps serving: True",
     ],

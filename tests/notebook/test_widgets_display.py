@@ -87,7 +87,7 @@ def test_result_html_escapes_file_names(tmp_path: Path) -> None:
 def test_future_html_follows_the_request(app: Any) -> None:
     slow = app.submit({**TINY, "num_frames": 30, "frame_delay": 0.1})
     queued = app.submit({**TINY, "seed": 11})
-    assert "ahead in the queue" in _display.future_html(queued) or "next in the queue" in (
+    assert "ahead" in _display.future_html(queued) or "next in line" in (
         _display.future_html(queued)
     )
     wait_for(lambda: slow.progress, 60, "progress on the slow request")

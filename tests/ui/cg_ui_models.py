@@ -39,3 +39,25 @@ class FaultySample:
 
 def create_worker() -> FaultySample:
     return FaultySample()
+
+
+class Steps:
+    """A fast model for the handler tests: ``steps`` progress reports ``delay`` s apart."""
+
+    def infer(self, args: dict[str, Any]) -> dict[str, Any]:
+        import json
+        import time
+        from pathlib import Path
+
+        from cosmos_gradio_nb import report_progress
+
+        steps, delay = int(args.get("steps", 0)), float(args.get("delay", 0.0))
+        for i in range(steps):
+            time.sleep(delay)  # stands for work, so a run lasts long enough to watch and stop
+            report_progress((i + 1) / steps, f"step {i + 1}/{steps}")
+        Path(args["output_dir"], "echo.json").write_text(json.dumps(args))
+        return {"echo": args.get("tag")}
+
+
+def create_steps() -> Steps:
+    return Steps()

@@ -135,3 +135,50 @@ def test_exit_with_parent_stops_serve_and_its_workers_when_the_parent_dies(tmp_p
             root = psutil.Process(serve_pid)
             for proc in [*root.children(recursive=True), root]:
                 proc.kill()
+
+
+def test_a_busy_port_is_refused_at_once_in_one_line_naming_port(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "OUTPUT_DIR": str(tmp_path / "outputs"),
+        "LOG_FILE": str(tmp_path / "outputs" / "app.log"),
+    }
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        t0 = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "cosmos_gradio_nb", "serve", "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        took = time.monotonic() - t0
+    assert done.returncode == 2, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert f"--port {port}" in lines[0] and "Traceback" not in done.stderr
+    assert "starting workers" not in done.stdout, "the check must come before the model loads"
+    assert not (tmp_path / "outputs" / "app.log").exists(), "no worker may have started"
+    assert took < 30, f"took {took:.1f} s"
+
+
+def test_version_prints_the_package_version() -> None:
+    import cosmos_gradio_nb
+
+    done = subprocess.run(
+        [sys.executable, "-m", "cosmos_gradio_nb", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.strip() == f"cosmos-gradio-nb {cosmos_gradio_nb.__version__}"
+    assert cosmos_gradio_nb.__version__ != "0.0.0+unknown"

@@ -117,7 +117,8 @@ def test_parse_request_json_messages() -> None:
 def test_status_and_failure_panels() -> None:
     from cosmos_gradio_nb import InferenceError, InferenceTimeoutError, WorkerCrashedError
 
-    assert "2nd in line" in status_html("queued", queue_position=1)
+    assert "1 ahead" in status_html("queued", queue_position=1)
+    assert "20 ahead" in status_html("queued", queue_position=20)
     assert "next in line" in status_html("queued", queue_position=0)
     html = status_html("running", progress=0.5, message="frame <3>")
     assert "50%" in html and "frame &lt;3&gt;" in html and "width:50.0%" in html
