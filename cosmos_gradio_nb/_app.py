@@ -195,7 +195,7 @@ class _BaseApp:
                 f"parameters must be a JSON object (dict), got {type(params).__name__}"
             )
         cleaned = {k: v for k, v in params.items() if k != "output_dir"}
-        with app_asset_dirs(self.env.uploads_dir, self.env.output_dir):
+        with app_asset_dirs([self.env.uploads_dir, self.env.output_dir, *self.env.asset_dirs]):
             validated = dict(self._validate(cleaned))
         validated.pop("output_dir", None)
         check_json(validated)

@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ._filetypes import mime_of
-from ._presentation import classify_error, classify_error_record, queue_wording, state_style
+from ._presentation import (
+    classify_error,
+    classify_error_record,
+    device_label,
+    group_state_style,
+    queue_wording,
+    state_style,
+)
 
 __all__ = [
     "app_html",
@@ -29,15 +35,6 @@ __all__ = [
     "results_table_html",
 ]
 
-# Worker process states (not request states, which _presentation owns).
-_WORKER_COLOR = {
-    "starting": "#6b7280",
-    "idle": "#15803d",
-    "busy": "#2563eb",
-    "restarting": "#a16207",
-    "stopped": "#6b7280",
-}
-
 
 def embed_budget() -> tuple[int, int]:
     """Largest file, and largest total, embedded in one output (bytes).
@@ -46,10 +43,9 @@ def embed_budget() -> tuple[int, int]:
     and sent over the kernel's websocket. ``COSMOS_GRADIO_EMBED_MAX_MB`` sets the
     per-file cap (default 4 MB); the total is three times that.
     """
-    try:
-        per_file = float(os.environ.get("COSMOS_GRADIO_EMBED_MAX_MB", "4"))
-    except ValueError:
-        per_file = 4.0
+    from ._env import DeploymentEnv
+
+    per_file = DeploymentEnv().embed_max_mb
     per_file_bytes = max(0, int(per_file * 1024 * 1024))
     return per_file_bytes, 3 * per_file_bytes
 
@@ -155,7 +151,8 @@ def _badge(state: str) -> str:
 
 
 def _worker_badge(state: str) -> str:
-    return _badge_html(state, _WORKER_COLOR.get(state, "#374151"))
+    style = group_state_style(state)
+    return _badge_html(style.word, style.color)
 
 
 def _badge_html(word: str, color: str) -> str:
@@ -267,7 +264,8 @@ def _worker_rows(workers: Iterable[Any]) -> str:
     for w in workers:
         rows.append(
             "<tr>"
-            f"<td>{_esc(w.group)}</td><td>{_esc(w.rank)}</td><td>{_esc(w.gpu)}</td>"
+            f"<td>{_esc(w.group)}</td><td>{_esc(w.rank)}</td><td>{_esc(device_label(w.gpu))}</td>"
+            f"<td>{_esc(getattr(w, 'node', '') or '-')}</td>"
             f"<td>{_esc(w.pid if w.pid is not None else '-')}</td><td>{_worker_badge(str(w.state))}</td>"
             f"<td><code>{_esc(w.request_id or '')}</code></td><td>{_esc(getattr(w, 'restarts', 0))}</td>"
             "</tr>"
@@ -318,7 +316,7 @@ def app_html(app: Any, *, jobs: int = 8) -> str:
         f'<div style="{style}"><style>{td}</style>',
         f"<div><b>{_esc(name)}</b> &middot; {len(workers)} worker(s) &middot; queue: {_esc(queue)}"
         f" &middot; {len(history)} request(s)</div>",
-        f'<table style="{style}"><tr><th>group</th><th>rank</th><th>GPU</th><th>pid</th>'
+        f'<table style="{style}"><tr><th>group</th><th>rank</th><th>device</th><th>node</th><th>pid</th>'
         f"<th>state</th><th>request</th><th>restarts</th></tr>{_worker_rows(workers)}</table>",
     ]
     if history:

@@ -51,7 +51,11 @@ class DeploymentEnv(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        case_sensitive=False, extra="forbid", frozen=True, populate_by_name=True
+        case_sensitive=False,
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+        env_ignore_empty=True,  # VAR= (empty) means unset, as in a shell
     )
 
     # -- the model and its workers ---------------------------------------------------------

@@ -194,16 +194,11 @@ def _proxy_enabled_in_config() -> bool:
         return False
 
 
-def _env_flag(name: str) -> bool | None:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return None
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ValueError(f"{name}={raw!r} is not understood: use 1 or 0 (true/false)")
+def _proxy_setting() -> bool | None:
+    """``COSMOS_GRADIO_PROXY`` as DeploymentEnv reads it (1/0, true/false; unset: None)."""
+    from ._env import DeploymentEnv
+
+    return DeploymentEnv().proxy
 
 
 def _norm_base(base: str | None) -> str:
@@ -247,7 +242,7 @@ def detect_frontend(proxy: bool | None = None, *, base_url: str | None = None) -
     hub_prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX")
     base = _norm_base(base_url or (info or {}).get("base_url") or hub_prefix)
     if proxy is None:
-        proxy = _env_flag("COSMOS_GRADIO_PROXY")
+        proxy = _proxy_setting()
         reason = "COSMOS_GRADIO_PROXY"
     else:
         reason = "proxy argument"

@@ -18,12 +18,15 @@ from typing import Any
 from . import _exceptions as ex
 
 __all__ = [
+    "GROUP_STATES",
     "STATES",
     "ErrorCategory",
     "ErrorView",
     "StateStyle",
     "classify_error",
     "classify_error_record",
+    "device_label",
+    "group_state_style",
     "queue_wording",
     "state_style",
 ]
@@ -51,6 +54,27 @@ STATES: dict[str, StateStyle] = {
     "idle": StateStyle("ready", "#6b7280"),
 }
 _UNKNOWN = StateStyle("unknown", "#374151")
+
+# The one table of model-group states (``WorkerInfo.state``; see ``_groups.GroupState``).
+GROUP_STATES: dict[str, StateStyle] = {
+    "starting": StateStyle("starting", "#6b7280"),
+    "idle": StateStyle("idle", "#15803d"),
+    "busy": StateStyle("busy", "#2563eb"),
+    "stopping": StateStyle("stopping", "#a16207"),
+    "restarting": StateStyle("restarting", "#a16207"),
+    "failed": StateStyle("failed", "#b91c1c"),
+    "stopped": StateStyle("stopped", "#6b7280"),
+}
+
+
+def group_state_style(state: str) -> StateStyle:
+    """The style of a model group's state; an unknown one keeps its name, neutral."""
+    return GROUP_STATES.get(state) or StateStyle(state or _UNKNOWN.word, _UNKNOWN.color)
+
+
+def device_label(devices: str) -> str:
+    """``"GPU 3"``, ``"GPU 0,1"`` or ``"CPU"`` for a ``WorkerInfo.gpu`` value (``""`` is CPU)."""
+    return f"GPU {devices}" if devices else "CPU"
 
 
 def state_style(state: str) -> StateStyle:

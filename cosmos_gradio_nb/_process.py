@@ -35,6 +35,7 @@ __all__ = [
     "WorkerProcess",
     "free_port",
     "gpu_assignment",
+    "nvidia_present",
     "rank_environment",
     "signal_name",
 ]
@@ -61,14 +62,20 @@ def signal_name(code: int | None) -> str | None:
         return f"signal {-code}"
 
 
+def nvidia_present() -> bool:
+    """Whether this machine shows an NVIDIA GPU (its device node or driver), without torch."""
+    return Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/gpus").is_dir()
+
+
 def gpu_assignment(n: int) -> list[str]:
     """The GPU id each of ``n`` workers gets, honouring the parent's CUDA_VISIBLE_DEVICES.
 
-    ``CUDA_VISIBLE_DEVICES=""`` in the parent means no GPU: every worker gets "".
+    ``CUDA_VISIBLE_DEVICES=""`` in the parent, or no NVIDIA GPU on the machine, means
+    CPU: every worker gets "" (and displays say CPU, not "GPU 0").
     """
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is None:
-        return [str(i) for i in range(n)]
+        return [str(i) for i in range(n)] if nvidia_present() else [""] * n
     devices = [d.strip() for d in visible.split(",") if d.strip()]
     if not devices:
         return [""] * n

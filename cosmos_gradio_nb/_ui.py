@@ -21,7 +21,7 @@ import sys
 from typing import Any
 
 from ._provenance import git_info
-from ._ui_backend import Backend, has_cuda_devices
+from ._ui_backend import Backend
 from ._ui_files import FileBrowser
 from ._ui_guard import GuardPolicy, PageGuard
 from ._ui_handlers import PageHandlers
@@ -91,6 +91,13 @@ def _cosmos_blocks() -> Any:
             kwargs["css"] = CSS if not css else f"{CSS}\n{css}"
             if not kwargs.get("js"):
                 kwargs["js"] = _FOLLOW_LOG_JS
+            if "auth" not in kwargs:  # COSMOS_GRADIO_AUTH guards every launch of the page
+                from ._env import DeploymentEnv
+
+                secret = DeploymentEnv().auth
+                if secret:
+                    user, _, password = secret.partition(":")
+                    kwargs["auth"] = (user, password)
             host = kwargs.get("server_name") or "127.0.0.1"
             if host not in _LOOPBACK and not kwargs.get("auth"):
                 print(
@@ -203,7 +210,7 @@ def _build(
         app_name=backend.app_name,
         started_at=backend.started_at,
         git=git_info(),
-        device=f"{backend.env.num_gpus} GPU(s)" if has_cuda_devices() else "CPU",
+        device=backend.devices_label(),
     )
     # Gradio's cache (GRADIO_TEMP_DIR) keeps every upload and every output it served:
     # files older than UPLOAD_CACHE_MAX_AGE are deleted, checked twice per that age.

@@ -18,7 +18,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextvars
 import json
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from ._filetypes import FileKind, kind_of
+from ._presentation import device_label
 from ._tracking import Tracker, tracking
 
-__all__ = ["Backend", "Call", "Outputs", "collect_outputs", "has_cuda_devices"]
+__all__ = ["Backend", "Call", "Outputs", "collect_outputs"]
 
 
 @dataclass
@@ -110,13 +110,6 @@ def _jsonable(value: Any) -> bool:
     return True
 
 
-def has_cuda_devices() -> bool:
-    """True when this machine shows an NVIDIA device (without importing torch)."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        return False
-    return Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/gpus").is_dir()
-
-
 class Call:
     """One call of ``infer_func``, running in a thread, and the futures it made.
 
@@ -193,6 +186,16 @@ class Backend:
     def params_schema(self) -> dict[str, Any] | None:
         return getattr(self.app, "params_schema", None) if self.app is not None else None
 
+    def devices_label(self) -> str:
+        """``"2 GPU(s)"`` or ``"CPU"``: what the app's workers run on, as the engine says."""
+        if self.app is None:
+            return "CPU"
+        try:
+            gpus = {w.gpu for w in self.app.workers() if w.gpu}
+        except Exception:
+            return "CPU"
+        return f"{len(gpus)} GPU(s)" if gpus else "CPU"
+
     def workers_line(self) -> str:
         """One line: each worker group's state and device, and the queue length."""
         if self.app is None:
@@ -205,12 +208,11 @@ class Backend:
         groups: dict[int, list[Any]] = {}
         for w in infos:
             groups.setdefault(w.group, []).append(w)
-        cuda = has_cuda_devices()
         parts = []
         for g, ranks in sorted(groups.items()):
             states = {r.state for r in ranks}
             state = next(iter(states)) if len(states) == 1 else "/".join(sorted(states))
-            where = "GPU " + ",".join(str(r.gpu) for r in ranks) if cuda else "CPU"
+            where = device_label(",".join(r.gpu for r in ranks if r.gpu))
             restarts = sum(r.restarts for r in ranks)
             extra = f", {restarts} restart{'s' if restarts != 1 else ''}" if restarts else ""
             parts.append(f"group {g} ({where}): **{state}**{extra}")

@@ -53,7 +53,7 @@ class UploadRejected(ValueError):
 
 
 def max_upload_mb(value: float | None = None) -> float:
-    """The upload limit in MB: ``value``, else env ``MAX_UPLOAD_MB``, else 500.
+    """The upload limit in MB: ``value``, else ``MAX_UPLOAD_MB`` (DeploymentEnv), else 500.
 
     Raises
     ------
@@ -61,13 +61,9 @@ def max_upload_mb(value: float | None = None) -> float:
         ``MAX_UPLOAD_MB`` is not a positive number (the message names it).
     """
     if value is None:
-        raw = os.environ.get("MAX_UPLOAD_MB", "").strip()
-        if not raw:
-            return DEFAULT_MAX_UPLOAD_MB
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(f"MAX_UPLOAD_MB must be a number of megabytes, got {raw!r}") from None
+        from ._env import DeploymentEnv
+
+        value = DeploymentEnv().max_upload_mb
     if not value > 0:
         raise ValueError(f"the upload limit must be a positive number of MB, got {value}")
     return float(value)

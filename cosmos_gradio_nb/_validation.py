@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -81,6 +80,16 @@ def from_pydantic(exc: Any) -> ValidationError:
     return ValidationError("\n".join(lines) or str(exc)[:2000], key=key)
 
 
+MAX_MESSAGE = 4000  # characters of a validator's own message that are kept
+
+
+def _bounded(text: str) -> str:
+    """``text``, cut to MAX_MESSAGE characters (a validator may echo a whole request)."""
+    if len(text) <= MAX_MESSAGE:
+        return text
+    return text[:MAX_MESSAGE] + f" ... ({len(text) - MAX_MESSAGE} more characters)"
+
+
 def _is_pydantic_error(exc: BaseException) -> bool:
     try:
         import pydantic
@@ -128,7 +137,7 @@ def make_validator(validator: Any | None) -> Validator:
             # the same message as a pydantic class gives. Anything else keeps its own text.
             if _is_pydantic_error(exc):
                 raise from_pydantic(exc) from None
-            raise ValidationError(str(exc) or type(exc).__name__) from exc
+            raise ValidationError(_bounded(str(exc)) or type(exc).__name__) from exc
         if out is None:  # a validator that checks in place and returns nothing
             out = params
         if not isinstance(out, dict):
@@ -186,13 +195,13 @@ def dumps(params: dict[str, Any]) -> str:
 
 # The folders of the app whose validate() is running: an app made with
 # uploads_dir=X must accept files in X whatever UPLOADS_DIR says.
-_app_dirs: ContextVar[tuple[Path, Path] | None] = ContextVar("cosmos_app_dirs", default=None)
+_app_dirs: ContextVar[tuple[Path, ...] | None] = ContextVar("cosmos_app_dirs", default=None)
 
 
 @contextmanager
-def app_asset_dirs(uploads_dir: Path, output_dir: Path) -> Iterator[None]:
-    """Within this block, :func:`check_asset_path` allows these folders (plus ASSET_DIRS)."""
-    token = _app_dirs.set((uploads_dir, output_dir))
+def app_asset_dirs(dirs: Iterable[Path]) -> Iterator[None]:
+    """Within this block, :func:`check_asset_path` allows ``dirs`` (an app's folders)."""
+    token = _app_dirs.set(tuple(dirs))
     try:
         yield
     finally:
@@ -200,10 +209,10 @@ def app_asset_dirs(uploads_dir: Path, output_dir: Path) -> Iterator[None]:
 
 
 def allowed_asset_dirs(extra: Iterable[str | Path] = ()) -> list[Path]:
-    """UPLOADS_DIR, OUTPUT_DIR, every folder in ``ASSET_DIRS`` (os.pathsep-separated), and ``extra``.
+    """UPLOADS_DIR, OUTPUT_DIR, the folders of ``ASSET_DIRS``, and ``extra``.
 
-    Inside an app's ``validate`` the app's own upload and output folders stand
-    for UPLOADS_DIR and OUTPUT_DIR.
+    Inside an app's ``validate`` the app's own folders (its uploads, outputs and
+    asset folders) stand for those of the environment.
     """
     dirs: list[str | Path]
     current = _app_dirs.get()
@@ -213,8 +222,7 @@ def allowed_asset_dirs(extra: Iterable[str | Path] = ()) -> list[Path]:
         from ._env import DeploymentEnv
 
         env = DeploymentEnv()
-        dirs = [env.uploads_dir, env.output_dir]
-    dirs += [d for d in os.environ.get("ASSET_DIRS", "").split(os.pathsep) if d]
+        dirs = [env.uploads_dir, env.output_dir, *env.asset_dirs]
     dirs += list(extra)
     return [Path(d).expanduser().resolve() for d in dirs]
 

@@ -362,11 +362,12 @@ class WidgetUI:
         self._show_state(fut)
         if fut.cancelled():
             self.progress.bar_style = "warning"
+            self.status.value = _partial_files_html(fut)
             return
         exc = fut.exception()
         if exc is not None:
             self.progress.bar_style = "danger"
-            self.status.value = _display._error_html(exc)
+            self.status.value = _display._error_html(exc) + _partial_files_html(fut)
             return
         res = fut.result()
         self.progress.value = 1.0
@@ -398,6 +399,19 @@ class WidgetUI:
                     f"<pre style='font-size:11px;max-height:240px;overflow:auto'>{text}</pre>"
                 )
         return True
+
+
+def _partial_files_html(fut: Any) -> str:
+    """The files a stopped or failed request left (status.json lists them as partial)."""
+    try:
+        status = json.loads((Path(fut.output_dir) / "status.json").read_text())
+        partial = list((status.get("files") or {}).get("partial") or [])
+    except (OSError, ValueError, AttributeError):
+        return ""
+    if not partial:
+        return ""
+    items = "".join(f"<div><code>{_display._esc(p)}</code></div>" for p in partial)
+    return f"<div>Partial files (the run was stopped; not playable):{items}</div>"
 
 
 def create_widget_UI(

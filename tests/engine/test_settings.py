@@ -167,7 +167,7 @@ def test_validators_see_the_apps_own_folders(
     (mine / "cat.png").write_bytes(b"x")
     with pytest.raises(ValueError, match="outside"):
         cg.check_asset_path(mine / "cat.png")
-    with app_asset_dirs(mine, tmp_path / "out"):
+    with app_asset_dirs([mine, tmp_path / "out"]):
         assert cg.check_asset_path(mine / "cat.png") == (mine / "cat.png").resolve()
     with pytest.raises(ValueError, match="outside"):
         cg.check_asset_path(mine / "cat.png")
@@ -238,3 +238,13 @@ def test_asset_dirs_and_flags_parse_from_the_environment(monkeypatch: pytest.Mon
     with pytest.raises(cg.ValidationError, match="COSMOS_GRADIO_AUTH") as info:
         cg.DeploymentEnv()
     assert "no-colon" not in str(info.value)  # a password is never echoed
+
+
+def test_a_validators_own_message_is_bounded() -> None:
+    def echoes(params: dict) -> dict:
+        raise ValueError("bad request: " + "x" * 1_000_000)
+
+    with pytest.raises(cg.ValidationError) as info:
+        make_validator(echoes)({"a": 1})
+    text = str(info.value)
+    assert len(text) < 5000 and text.startswith("bad request: ") and "more characters" in text

@@ -134,7 +134,7 @@ def _probe(**env):
     vscode = ch.value("_probe(JUPYTERHUB_SERVICE_PREFIX=None, VSCODE_PID='4242')")
     assert vscode["kind"] == "vscode"
     bad = ch.value("_probe(COSMOS_GRADIO_PROXY='maybe')")
-    assert "COSMOS_GRADIO_PROXY='maybe' is not understood" in bad["error"]
+    assert "COSMOS_GRADIO_PROXY" in bad["error"] and "'maybe'" in bad["error"]
     forced = ch.value("dataclasses.asdict(detect_frontend(proxy=False))")
     assert forced["kind"] == "jupyter"
 

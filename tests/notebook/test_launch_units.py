@@ -55,13 +55,13 @@ def test_proxy_version_requirement(monkeypatch: pytest.MonkeyPatch) -> None:
         _notebook.check_proxy_version()
 
 
-def test_env_flag_is_strict(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_proxy_setting_is_strict(monkeypatch: pytest.MonkeyPatch) -> None:
     for raw, want in (("1", True), ("TRUE", True), ("off", False), ("", None)):
         monkeypatch.setenv("COSMOS_GRADIO_PROXY", raw)
-        assert _notebook._env_flag("COSMOS_GRADIO_PROXY") is want
+        assert _notebook._proxy_setting() is want
     monkeypatch.setenv("COSMOS_GRADIO_PROXY", "sometimes")
-    with pytest.raises(ValueError, match="use 1 or 0"):
-        _notebook._env_flag("COSMOS_GRADIO_PROXY")
+    with pytest.raises(ValueError, match=r"COSMOS_GRADIO_PROXY: .*boolean.*'sometimes'"):
+        _notebook._proxy_setting()
 
 
 def test_find_free_port_skips_a_listener() -> None:

@@ -218,12 +218,14 @@ def test_widget_ui_cancel_stops_a_running_request(app: Any) -> None:
     ui.generate.click()
     fut = ui.future
     wait_for(lambda: fut.state == "running" and fut.progress, 60, "the request to run")
+    wait_for(lambda: (fut.output_dir / "video.mp4").exists(), 30, "the encoder to open its file")
     assert not ui.cancel.disabled
     ui.cancel.click()
     wait_for(fut.done, 30, "the request to stop")
     assert fut.state == "cancelled"
     wait_for(lambda: "cancelled" in ui.state.value, 10, "the state to show cancelled")
     assert ui.cancel.disabled
+    assert "Partial files" in ui.status.value and "video.mp4" in ui.status.value
     # the app keeps serving after the restart
     assert app.submit(TINY).result(timeout=60).videos
     ui.root.close()
@@ -260,3 +262,25 @@ def test_tail_lines_reads_only_the_end(tmp_path: Path) -> None:
             fh.write(f"line {i}\n")
     assert _widgets.tail_lines(log, 3) == ["line 199997", "line 199998", "line 199999"]
     assert _widgets.tail_lines(tmp_path / "missing.log") == []
+
+
+def test_the_app_panel_shows_device_and_node_and_every_group_state() -> None:
+    from types import SimpleNamespace
+
+    from cosmos_gradio_nb._display import app_html
+    from cosmos_gradio_nb._groups import GroupState
+    from cosmos_gradio_nb._presentation import GROUP_STATES
+    from cosmos_gradio_nb._request import WorkerInfo
+
+    assert set(GROUP_STATES) == {s.value for s in GroupState}  # one table, every state
+    workers = [
+        WorkerInfo(0, 0, "", 11, "busy", "abc", 0, node="10.0.0.7"),
+        WorkerInfo(1, 0, "3", 12, "stopping", None, 2, node="10.0.0.8"),
+    ]
+    app = SimpleNamespace(
+        name="demo", closed=False, workers=lambda: workers, history=[], queue_length=0
+    )
+    html = app_html(app)
+    assert "<th>node</th>" in html and "10.0.0.7" in html and "10.0.0.8" in html
+    assert ">CPU<" in html and ">GPU 3<" in html
+    assert GROUP_STATES["stopping"].color in html

@@ -182,3 +182,26 @@ def test_version_prints_the_package_version() -> None:
     )
     assert done.stdout.strip() == f"cosmos-gradio-nb {cosmos_gradio_nb.__version__}"
     assert cosmos_gradio_nb.__version__ != "0.0.0+unknown"
+
+
+def test_cosmos_gradio_auth_guards_a_page_launched_without_auth(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cosmos_gradio_nb import create_gradio_UI
+
+    monkeypatch.setenv("OUTPUT_DIR", str(tmp_path / "outputs"))
+    monkeypatch.setenv("UPLOADS_DIR", str(tmp_path / "uploads"))
+    monkeypatch.setenv("LOG_FILE", str(tmp_path / "outputs" / "app.log"))
+    monkeypatch.setenv("COSMOS_GRADIO_AUTH", "ada:s3cret")
+    demo = create_gradio_UI(lambda params: params, header="guarded")
+    port = free_port()
+    demo.launch(server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        assert requests.get(url + "config", timeout=10).status_code == 401
+        s = requests.Session()
+        login = s.post(url + "login", data={"username": "ada", "password": "s3cret"}, timeout=10)
+        assert login.status_code == 200
+        assert s.get(url + "config", timeout=10).status_code == 200
+    finally:
+        demo.close()

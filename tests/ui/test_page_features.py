@@ -41,7 +41,7 @@ def _git(*args: str) -> str:
 def test_header_names_model_start_time_device_and_git_checkout(
     page: Any, ui_server: UIServer, artifacts_dir: Path
 ) -> None:
-    from cosmos_gradio_nb._ui_backend import has_cuda_devices
+    from cosmos_gradio_nb._process import nvidia_present
 
     open_page(page, ui_server)
     info = page.inner_text("#cg-header-info")
@@ -51,7 +51,7 @@ def test_header_names_model_start_time_device_and_git_checkout(
     if commit:  # the tests run from the checkout
         assert commit in info and _git("rev-parse", "--abbrev-ref", "HEAD") in info
     workers = page.inner_text("#cg-workers")
-    if has_cuda_devices():
+    if nvidia_present():
         assert "GPU" in info and "(GPU " in workers
     else:
         assert "on CPU" in info and "(CPU)" in workers and "device" not in workers
