@@ -111,7 +111,15 @@ class _Rank:
     info: dict[str, Any] = field(default_factory=dict)
     worker_pid: int | None = None
     alive: bool = True
+
+    def tell(self, msg: dict[str, Any]) -> None:
+        """Send the rank's worker a message; no answer is awaited (replies come as events)."""
+        if self._run is None:
+            self._run = self.actor.run.options(num_returns=0)
+        self._run.remote(msg)
+
     reported: bool = False  # its death was told
+    _run: Any = None
 
 
 @dataclass(eq=False)
@@ -165,7 +173,7 @@ class RayBackend:
                 raise SendError(f"group {group} is not running")
         if g.shared:
             for rank in g.ranks:
-                rank.actor.run.remote(msg)
+                rank.tell(msg)
         else:
             assert g.sender is not None
             g.sender.put(msg)
@@ -185,7 +193,7 @@ class RayBackend:
         for rank in ranks:
             with contextlib.suppress(Exception):
                 if graceful:
-                    rank.actor.run.remote({"type": "shutdown"})
+                    rank.tell({"type": "shutdown"})
                 else:
                     rank.actor.stop.remote()
         if not graceful:
@@ -291,10 +299,10 @@ class RayBackend:
             actor = self._agent.options(
                 num_cpus=1,
                 num_gpus=1 if self._gpus else 0,
-                max_concurrency=8,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     placement_group=group.pg, placement_group_bundle_index=r
                 ),
+                max_concurrency=8,
             ).remote(spec.index, r, f"{self._token}-g{spec.index}")
             group.ranks.append(_Rank(r, actor))
         infos = ray.get([rank.actor.describe.remote() for rank in group.ranks], timeout=300)
@@ -481,7 +489,7 @@ class RayBackend:
                 continue
             for rank in group.ranks:
                 with contextlib.suppress(Exception):
-                    rank.actor.run.remote(msg)
+                    rank.tell(msg)
 
 
 def _fmt(resources: dict[str, float]) -> str:

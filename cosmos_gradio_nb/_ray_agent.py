@@ -62,7 +62,9 @@ class RankAgent:
     def __init__(self, group: int, rank: int, scratch: str) -> None:
         self.group = group
         self.rank = rank
-        self.scratch = Path(tempfile.gettempdir()) / "cosmos_gradio_nb" / scratch
+        # Not "cosmos_gradio_nb": a folder of that name in the temp dir would shadow the package
+        # for any script run from there (a namespace package wins over an editable install).
+        self.scratch = Path(tempfile.gettempdir()) / "cosmos-gradio-scratch" / scratch
         self._key = (group, rank)
         self._cond = threading.Condition()
         self._events: collections.deque[tuple[Any, ...]] = collections.deque()
