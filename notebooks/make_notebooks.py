@@ -96,6 +96,17 @@ for r in results:
 
 Counter(f.state for f in app.history)""",
     ),
+    (
+        "md",
+        "`load_results` reads every past run of an `OUTPUT_DIR` from its `status.json` files, "
+        "this session's and earlier ones, and shows them as a table with thumbnails:",
+    ),
+    (
+        "py",
+        """from cosmos_gradio_nb import load_results
+
+load_results(app.env.output_dir, limit=5)""",
+    ),
     ("md", "## Clean up\n\nClose the page's server and stop the workers."),
     (
         "py",
