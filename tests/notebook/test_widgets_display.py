@@ -225,7 +225,9 @@ def test_widget_ui_cancel_stops_a_running_request(app: Any) -> None:
     assert fut.state == "cancelled"
     wait_for(lambda: "cancelled" in ui.state.value, 10, "the state to show cancelled")
     assert ui.cancel.disabled
-    assert "Partial files" in ui.status.value and "video.mp4" in ui.status.value
+    # _on_done runs on a callback thread: wait for it rather than race it
+    wait_for(lambda: "Partial files" in ui.status.value, 10, "the partial files to be listed")
+    assert "video.mp4" in ui.status.value
     # the app keeps serving after the restart
     assert app.submit(TINY).result(timeout=60).videos
     ui.root.close()

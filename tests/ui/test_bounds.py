@@ -1,8 +1,8 @@
 """Hostile requests, the upload cache, and which files the page serves (issues 8 and 10).
 
-A real page on a real Gradio server (the sample's validator, the fast ``Steps``
-model), with ``MAX_REQUEST_KB=256`` and ``UPLOAD_CACHE_MAX_AGE=3`` set in the
-environment as a deployment would.
+A real ``cosmos-gradio-nb serve`` process (the sample's validator, the fast
+``Steps`` model), with ``MAX_REQUEST_KB=256`` and ``UPLOAD_CACHE_MAX_AGE=3`` set in
+its environment as a deployment would.
 """
 
 from __future__ import annotations
@@ -14,46 +14,89 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from ui_helpers import UIServer, free_port, wait_for
+from ui_helpers import free_port, wait_for
 
 LIMIT_KB = 256
 CACHE_AGE_S = 3
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Served:
+    """A ``cosmos-gradio-nb serve`` process, as a deployment runs it, and its folders."""
+
+    url: str
+    root: Path
+
+    @property
+    def output_dir(self) -> Path:
+        return self.root / "outputs"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.root / "uploads"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "outputs" / "app.log"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "gradio-cache"
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UIServer]:
-    from cg_ui_models import TestParams
-
-    from cosmos_gradio_nb import NotebookApp, create_gradio_UI
-
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """``serve`` in its own process, with MAX_REQUEST_KB and UPLOAD_CACHE_MAX_AGE set in its
+    environment: the set-up the issue's hostile requests were tried against (a test's own
+    process, with a heap of every earlier test, would measure its garbage collector)."""
     root = tmp_path_factory.mktemp("bounds")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MAX_REQUEST_KB", str(LIMIT_KB))
-        mp.setenv("UPLOAD_CACHE_MAX_AGE", str(CACHE_AGE_S))
-        mp.setenv("UPLOADS_DIR", str(root / "uploads"))
-        mp.setenv("OUTPUT_DIR", str(root / "outputs"))
-        app = NotebookApp(
-            TestParams,
-            factory="cg_ui_models:create_steps",
-            name=f"bounds-{root.name}",
-            log_file=str(root / "outputs" / "app.log"),
+    served = Served(url="", root=root)
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(REPO)]),
+        "MAX_REQUEST_KB": str(LIMIT_KB),
+        "UPLOAD_CACHE_MAX_AGE": str(CACHE_AGE_S),
+        "OUTPUT_DIR": str(served.output_dir),
+        "UPLOADS_DIR": str(served.uploads_dir),
+        "LOG_FILE": str(served.log_file),
+        "GRADIO_TEMP_DIR": str(served.cache_dir),
+    }
+    cmd = [sys.executable, "-m", "cosmos_gradio_nb", "serve", "--port", str(port)]
+    cmd += ["--factory", "cg_ui_models:create_steps", "--validator", "cg_ui_models:TestParams"]
+    proc = subprocess.Popen(
+        cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    out: list[str] = []
+    assert proc.stdout is not None
+    reader = threading.Thread(target=lambda: out.extend(iter(proc.stdout.readline, "")))
+    reader.daemon = True
+    reader.start()
+    served.url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_for(
+            lambda: any(served.url in line for line in out) or proc.poll() is not None,
+            120,
+            "serve to print its URL",
         )
-        demo = None
+        assert proc.poll() is None, "".join(out)
+        yield served
+    finally:
+        proc.terminate()
         try:
-            demo = create_gradio_UI(app.infer, header="bounds", default_request={"seed": 1})
-            port = free_port()
-            demo.launch(prevent_thread_lock=True, server_port=port, quiet=True)
-            app.wait_ready(timeout=60)
-            yield UIServer(app=app, demo=demo, url=f"http://127.0.0.1:{port}/", root=root)
-        finally:
-            if demo is not None:
-                demo.close()
-            app.close()
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 # The hostile client runs in its own process: its 20 MB of JSON must not share an
@@ -88,7 +131,7 @@ with s.get(url + "gradio_api/call/generate/" + event, stream=True, timeout=120) 
 """
 
 
-def _hostile(server: UIServer, kind: str) -> tuple[dict[str, Any], list[float]]:
+def _hostile(server: Served, kind: str) -> tuple[dict[str, Any], list[float]]:
     """Send one hostile request from another process; ping the page while it is handled."""
     latencies: list[float] = []
     stop = threading.Event()
@@ -125,7 +168,7 @@ def _assert_page_kept_answering(latencies: list[float]) -> None:
     assert worst < 100, f"the page took {worst:.0f} ms to answer while a hostile request ran"
 
 
-def test_a_20_mb_request_is_refused_at_once_naming_the_limit(server: UIServer) -> None:
+def test_a_20_mb_request_is_refused_at_once_naming_the_limit(server: Served) -> None:
     t0 = time.monotonic()
     answer, latencies = _hostile(server, "huge")
     took = time.monotonic() - t0
@@ -137,7 +180,7 @@ def test_a_20_mb_request_is_refused_at_once_naming_the_limit(server: UIServer) -
 
 
 def test_a_request_under_the_size_limit_with_thousands_of_keys_is_refused_quickly(
-    server: UIServer,
+    server: Served,
 ) -> None:
     answer, latencies = _hostile(server, "keys")
     assert answer["status"] == "error" and "more than 1,000 keys" in answer["message"]
@@ -145,7 +188,7 @@ def test_a_request_under_the_size_limit_with_thousands_of_keys_is_refused_quickl
     _assert_page_kept_answering(latencies)
 
 
-def test_a_validation_message_lists_the_first_20_problems_then_a_count(server: UIServer) -> None:
+def test_a_validation_message_lists_the_first_20_problems_then_a_count(server: Served) -> None:
     answer, latencies = _hostile(server, "unknown")
     lines = answer["message"].splitlines()
     assert answer["status"] == "error" and lines[0].startswith("Invalid parameters: unknown_0: ")
@@ -154,7 +197,7 @@ def test_a_validation_message_lists_the_first_20_problems_then_a_count(server: U
     _assert_page_kept_answering(latencies)
 
 
-def test_deep_nesting_gets_a_plain_message(server: UIServer) -> None:
+def test_deep_nesting_gets_a_plain_message(server: Served) -> None:
     answer, latencies = _hostile(server, "deep")
     assert answer["status"] == "error"
     assert "nests objects or lists more than 64 levels deep" in answer["message"]
@@ -162,7 +205,7 @@ def test_deep_nesting_gets_a_plain_message(server: UIServer) -> None:
     _assert_page_kept_answering(latencies)
 
 
-def test_a_normal_request_still_runs(server: UIServer) -> None:
+def test_a_normal_request_still_runs(server: Served) -> None:
     from gradio_client import Client
 
     status, _files = Client(server.url, verbose=False).predict(
@@ -172,14 +215,12 @@ def test_a_normal_request_still_runs(server: UIServer) -> None:
 
 
 # -- Gradio's upload cache ------------------------------------------------------------------------
-def _cache_files() -> set[Path]:
-    from gradio.utils import get_upload_folder
-
-    return {p for p in Path(get_upload_folder()).rglob("*") if p.is_file()}
+def _cache_files(server: Served) -> set[Path]:
+    return {p for p in server.cache_dir.rglob("*") if p.is_file()}
 
 
 def test_uploads_leave_nothing_in_gradio_cache_and_old_outputs_are_deleted(
-    server: UIServer, tmp_path: Path
+    server: Served, tmp_path: Path
 ) -> None:
     from gradio_client import Client, handle_file
 
@@ -192,14 +233,14 @@ def test_uploads_leave_nothing_in_gradio_cache_and_old_outputs_are_deleted(
         client.predict(handle_file(str(refused)), api_name="/upload_file")
     stored = Path(client.predict(handle_file(str(kept)), api_name="/upload_file"))
     assert stored.read_text() == "kept upload\n"
-    names = {p.name for p in _cache_files()}
+    names = {p.name for p in _cache_files(server)}
     assert "refused-upload.sh" not in names and "kept-upload.txt" not in names
     # An output served to a client is copied into the cache; past the age it is deleted.
     status, files = client.predict(json.dumps({"seed": 9}), api_name="/generate")
     downloaded = {Path(f).resolve() for f in files}  # gradio_client's own copies share the folder
     mine = [
         p
-        for p in _cache_files()
+        for p in _cache_files(server)
         if p.name == "echo.json" and status["id"] in p.read_text() and p.resolve() not in downloaded
     ]
     assert mine, "the served output should be in Gradio's cache"
@@ -213,7 +254,7 @@ def test_uploads_leave_nothing_in_gradio_cache_and_old_outputs_are_deleted(
 
 # -- which files are served -----------------------------------------------------------------------
 def test_hard_links_symlinks_and_rotated_logs_are_not_served_and_files_are_nosniff(
-    server: UIServer, tmp_path: Path
+    server: Served, tmp_path: Path
 ) -> None:
     secret = tmp_path / "secret.png"
     secret.write_bytes(b"\x89PNG secret")
