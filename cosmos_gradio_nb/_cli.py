@@ -191,7 +191,6 @@ def serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
             validator,
             module,
             function,
-            name=f"serve:{module}:{function}",
             echo_logs=True,
             **_settings(args),
         )
