@@ -161,6 +161,27 @@ def port_problem(host: str, port: int) -> str | None:
     return None
 
 
+def _wait_ready(app: Any, stop: threading.Event) -> int | None:
+    """Wait for the workers, or for ``stop``; the exit code if the server must not go on."""
+    from ._exceptions import CosmosGradioError
+
+    try:
+        while not stop.is_set():
+            try:
+                app.wait_ready(0.2)
+                return None
+            except TimeoutError:
+                continue
+    except CosmosGradioError as exc:
+        app.close()
+        print(f"error: the model did not start: {exc}", file=sys.stderr, flush=True)
+        return 1
+    print("stopping before the workers were ready ...", flush=True)
+    app.close()
+    print("stopped", flush=True)
+    return 0
+
+
 def serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     """Run the server until ``stop`` is set (by SIGINT/SIGTERM when run from :func:`main`)."""
     from ._app import NotebookApp
@@ -187,32 +208,13 @@ def serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     try:
         # Not GradioApp: its constructor would block, deaf to Ctrl-C and SIGTERM, while
         # the model loads. Here the wait is ours, and a signal ends it at once.
-        app = NotebookApp(
-            validator,
-            module,
-            function,
-            echo_logs=True,
-            **_settings(args),
-        )
+        app = NotebookApp(validator, module, function, echo_logs=True, **_settings(args))
     except CosmosGradioError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
-    try:
-        while not stop.is_set():
-            try:
-                app.wait_ready(0.2)
-                break
-            except TimeoutError:
-                continue
-    except CosmosGradioError as exc:
-        app.close()
-        print(f"error: the model did not start: {exc}", file=sys.stderr, flush=True)
-        return 1
-    if stop.is_set():
-        print("stopping before the workers were ready ...", flush=True)
-        app.close()
-        print("stopped", flush=True)
-        return 0
+    code = _wait_ready(app, stop)
+    if code is not None:
+        return code
     demo = None
     try:
         demo = create_gradio_UI(app.infer, header=header, max_upload_mb=app.env.max_upload_mb)
