@@ -388,8 +388,7 @@ class WorkerPool:
                 return
         if self._closing or group.after_stop is AfterStop.STOP:
             move(group, S.STOPPED)
-            if all(g.state is S.STOPPED for g in self._groups):
-                self._closed.set()
+            self._note_stopped_locked()
         elif group.after_stop is AfterStop.GIVE_UP:
             move(group, S.FAILED)
             group.give_ups += 1
@@ -549,6 +548,10 @@ class WorkerPool:
             move(group, S.STOPPED)
         elif group.state is S.STOPPING:
             group.after_stop = AfterStop.STOP
+        self._note_stopped_locked()
+
+    def _note_stopped_locked(self) -> None:
+        """Once every group is stopped, close() may go on."""
         if all(g.state is S.STOPPED for g in self._groups):
             self._closed.set()
 

@@ -182,7 +182,6 @@ class WorkerProcess:
         self.pidfd: int | None = None
         self.worker_pid: int | None = None  # the model's process, below the keeper
         self.report_fd: int | None = None  # the keeper writes the worker's exit code here
-        self.worker_exit: int | None = None
         self.kill_at: float | None = None  # asked to stop: SIGKILL everything if not gone by then
         self._lines = _LineSplitter()
         self._send_lock = threading.Lock()
@@ -268,10 +267,9 @@ class WorkerProcess:
         self._close_fd(self.report_fd)
         self.report_fd = None
         try:
-            self.worker_exit = int(data.strip())
+            return int(data.strip())
         except ValueError:
             return None
-        return self.worker_exit
 
     def read_lines(self, max_bytes: int = READ_BYTES) -> list[str]:
         """Complete output lines available now, reading at most ``max_bytes``; never blocks.

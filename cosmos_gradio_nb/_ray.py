@@ -111,15 +111,14 @@ class _Rank:
     info: dict[str, Any] = field(default_factory=dict)
     worker_pid: int | None = None
     alive: bool = True
+    reported: bool = False  # its death was told
+    _run: Any = None  # ``actor.run`` with no return value, made once
 
     def tell(self, msg: dict[str, Any]) -> None:
         """Send the rank's worker a message; no answer is awaited (replies come as events)."""
         if self._run is None:
             self._run = self.actor.run.options(num_returns=0)
         self._run.remote(msg)
-
-    reported: bool = False  # its death was told
-    _run: Any = None
 
 
 @dataclass(eq=False)
@@ -228,7 +227,7 @@ class RayBackend:
 
     # -- starting a group (its own thread: placement may take a while) -------------------------
     def _start_group(self, group: _Group) -> None:
-        ray, spec = self._ray, group.spec
+        spec = group.spec
         try:
             if not self._place(group):
                 return
@@ -260,7 +259,6 @@ class RayBackend:
                 name=f"cosmos-ray-poll-g{spec.index}r{rank.rank}",
                 daemon=True,
             ).start()
-        del ray
 
     def _place(self, group: _Group) -> bool:
         """Create the group's placement group and wait (bounded) until Ray places it."""

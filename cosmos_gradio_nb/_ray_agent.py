@@ -69,8 +69,6 @@ class RankAgent:
         self._cond = threading.Condition()
         self._events: collections.deque[tuple[Any, ...]] = collections.deque()
         self._dropped = 0
-        self._exited = False
-        self._local_output: tuple[str, str] | None = None  # (app's OUTPUT_DIR, node's folder)
         self._mux = ProcessMux(self._on_mux, name=f"cosmos-gradio-rank-g{group}r{rank}")
 
     # -- facts about where we are -------------------------------------------------------------
