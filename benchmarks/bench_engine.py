@@ -96,7 +96,7 @@ def bare_pipe_round_trip(n: int) -> list[float]:
 
 def filesystem_floor(root: Path, n: int) -> list[float]:
     """What every request pays on disk whatever the IPC: its folder and an atomic status.json."""
-    from cosmos_gradio_nb._outputs import base_status, finish_status, write_status
+    from cosmos_gradio_nb._core.outputs import base_status, finish_status, write_status
 
     times = []
     for i in range(n):

@@ -14,7 +14,7 @@ import importlib
 import importlib.metadata
 from typing import TYPE_CHECKING, Any
 
-from ._exceptions import (
+from ._core.exceptions import (
     AppClosedError,
     CosmosGradioError,
     InferenceError,
@@ -26,16 +26,17 @@ from ._exceptions import (
     WorkerError,
     WorkerStartupError,
 )
-from ._progress import report_progress
-from ._validation import check_asset_path
+from ._core.validation import check_asset_path
+from ._worker.progress import report_progress
 
 if TYPE_CHECKING:
-    from ._app import GradioApp, NotebookApp, WorkerInfo
-    from ._env import DeploymentEnv
-    from ._future import InferenceFuture, InferenceResult
-    from ._history import load_results
-    from ._ui import create_gradio_UI
-    from ._widgets import create_widget_UI
+    from ._app.apps import GradioApp, NotebookApp, WorkerInfo
+    from ._core.history import load_results
+    from ._core.result import InferenceResult
+    from ._core.settings import DeploymentEnv
+    from ._engine.future import InferenceFuture
+    from ._notebook.form import create_widget_UI
+    from ._page.page import create_gradio_UI
 
 try:  # one source of truth: the installed package's metadata (pyproject.toml)
     __version__ = importlib.metadata.version("cosmos_gradio_nb")
@@ -68,15 +69,15 @@ __all__ = [
 
 # name -> module that defines it; imported on first access (PEP 562).
 _LAZY = {
-    "DeploymentEnv": "._env",
-    "GradioApp": "._app",
-    "NotebookApp": "._app",
-    "WorkerInfo": "._app",
-    "InferenceFuture": "._future",
-    "InferenceResult": "._future",
-    "create_gradio_UI": "._ui",
-    "create_widget_UI": "._widgets",
-    "load_results": "._history",
+    "DeploymentEnv": "._core.settings",
+    "GradioApp": "._app.apps",
+    "NotebookApp": "._app.apps",
+    "WorkerInfo": "._app.apps",
+    "InferenceFuture": "._engine.future",
+    "InferenceResult": "._core.result",
+    "create_gradio_UI": "._page.page",
+    "create_widget_UI": "._notebook.form",
+    "load_results": "._core.history",
 }
 
 

@@ -67,7 +67,7 @@ def _flag(value: str) -> bool:
 
 def _add_settings(parser: argparse.ArgumentParser) -> None:
     """One option per setting of DeploymentEnv (``num_gpus`` -> ``--num-gpus``), with its help."""
-    from ._env import DeploymentEnv, app_settings, env_var
+    from ._core.settings import DeploymentEnv, app_settings, env_var
 
     for name in [*app_settings(), "auth"]:
         info = DeploymentEnv.model_fields[name]
@@ -91,7 +91,7 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    from ._env import app_settings
+    from ._core.settings import app_settings
 
     return {name: getattr(args, name) for name in app_settings() if getattr(args, name) is not None}
 
@@ -163,7 +163,7 @@ def port_problem(host: str, port: int) -> str | None:
 
 def _wait_ready(app: Any, stop: threading.Event) -> int | None:
     """Wait for the workers, or for ``stop``; the exit code if the server must not go on."""
-    from ._exceptions import CosmosGradioError
+    from ._core.exceptions import CosmosGradioError
 
     try:
         while not stop.is_set():
@@ -184,10 +184,10 @@ def _wait_ready(app: Any, stop: threading.Event) -> int | None:
 
 def serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     """Run the server until ``stop`` is set (by SIGINT/SIGTERM when run from :func:`main`)."""
-    from ._app import NotebookApp
-    from ._env import DeploymentEnv
-    from ._exceptions import CosmosGradioError
-    from ._ui import create_gradio_UI
+    from ._app.apps import NotebookApp
+    from ._core.exceptions import CosmosGradioError
+    from ._core.settings import DeploymentEnv
+    from ._page.page import create_gradio_UI
 
     factory = args.factory or SAMPLE_FACTORY
     module, function = _spec(factory, "--factory")
@@ -263,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     if args.exit_with_parent:
-        from ._keeper import set_parent_death_signal
+        from ._worker.keeper import set_parent_death_signal
 
         parent = os.getppid()
         set_parent_death_signal(signal.SIGTERM)  # -> on_signal -> a clean shutdown

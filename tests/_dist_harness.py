@@ -24,7 +24,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from cosmos_gradio_nb import _progress
+    from cosmos_gradio_nb._worker import progress as _progress
     from cosmos_gradio_nb.samples import video_model
 
     _progress._MIN_INTERVAL = 0.0  # keep every report, not one per 50 ms

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cosmos_gradio_nb import ValidationError, _progress
-from cosmos_gradio_nb._validation import make_validator
+from cosmos_gradio_nb import ValidationError
+from cosmos_gradio_nb._core.validation import make_validator
+from cosmos_gradio_nb._worker import progress as _progress
 from cosmos_gradio_nb.samples import FACTORY_FUNCTION, FACTORY_MODULE, SampleParams
 
 REPO = Path(__file__).resolve().parent.parent

@@ -208,7 +208,7 @@ class SampleParams(BaseModel):
 
         from PIL import Image, UnidentifiedImageError
 
-        from .._validation import check_asset_path
+        from .._core.validation import check_asset_path
 
         if (info.context or {}).get(SKIP_ASSET_CHECK):
             path = Path(value).expanduser().resolve()

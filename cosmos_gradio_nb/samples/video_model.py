@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .._progress import report_progress
+from .._worker.progress import report_progress
 from .params import SKIP_ASSET_CHECK, SampleParams
 
 __all__ = ["SampleVideoModel", "create_worker", "draw_scene", "frame_slices", "frame_theta"]

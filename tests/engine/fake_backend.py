@@ -1,6 +1,6 @@
 """An in-process worker-group backend: the pool's policy tested without any process.
 
-It honours the backend contract of ``cosmos_gradio_nb._backend``: events come
+It honours the backend contract of ``cosmos_gradio_nb._engine.backend``: events come
 from its own thread, never from inside ``start``/``send``/``stop``, and one
 ``Gone`` ends every incarnation. Tests script it: by default every rank becomes
 ready at once and every request succeeds at once; ``hold_start``/``hold_replies``
@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from cosmos_gradio_nb._backend import (
+from cosmos_gradio_nb._engine.backend import (
     Died,
     Emit,
     Event,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cosmos_gradio_nb._logfile import LogFile, rotated_paths
-from cosmos_gradio_nb._logtail import read_tail
+from cosmos_gradio_nb._core.logtail import read_tail
+from cosmos_gradio_nb._engine.logfile import LogFile, rotated_paths
 
 
 def test_rotates_at_the_size_and_keeps_the_backups(tmp_path: Path) -> None:

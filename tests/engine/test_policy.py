@@ -19,13 +19,13 @@ from enginetest import wait_for
 from fake_backend import FakeBackend
 
 import cosmos_gradio_nb as cg
-from cosmos_gradio_nb import _pool
-from cosmos_gradio_nb._backend import Died, Gone, Output, Ready
-from cosmos_gradio_nb._env import DeploymentEnv
-from cosmos_gradio_nb._future import InferenceFuture
-from cosmos_gradio_nb._groups import TRANSITIONS, Group, GroupState, move
-from cosmos_gradio_nb._pool import WorkerPool
-from cosmos_gradio_nb._request import PoolConfig, new_request
+from cosmos_gradio_nb._core.settings import DeploymentEnv
+from cosmos_gradio_nb._engine import pool as _pool
+from cosmos_gradio_nb._engine.backend import Died, Gone, Output, Ready
+from cosmos_gradio_nb._engine.future import InferenceFuture
+from cosmos_gradio_nb._engine.groups import TRANSITIONS, Group, GroupState, move
+from cosmos_gradio_nb._engine.pool import WorkerPool
+from cosmos_gradio_nb._engine.request import PoolConfig, new_request
 
 MakePool = Callable[..., tuple[WorkerPool, FakeBackend]]
 

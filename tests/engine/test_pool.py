@@ -17,7 +17,7 @@ import pytest
 from enginetest import alive, parent_script, wait_for, worker_pids
 
 import cosmos_gradio_nb as cg
-from cosmos_gradio_nb._process import nvidia_present
+from cosmos_gradio_nb._backends.process import nvidia_present
 
 
 def test_result_status_files_and_log(make_app) -> None:
@@ -345,7 +345,7 @@ def test_module_next_to_the_caller_imports_in_workers(make_app, tmp_path, monkey
 
 
 def test_distributed_group_with_gloo(make_app, monkeypatch) -> None:
-    import cosmos_gradio_nb._pool as pool
+    import cosmos_gradio_nb._engine.pool as pool
 
     monkeypatch.setattr(pool, "PEER_GRACE", 1.0)  # rank 0 waits in all_reduce for a dead peer
     app = make_app(factory_module="dist_model", num_gpus=2)  # GPUS_PER_MODEL defaults to NUM_GPUS

@@ -12,7 +12,7 @@ import pydantic
 import pytest
 
 import cosmos_gradio_nb as cg
-from cosmos_gradio_nb._validation import check_json, make_validator
+from cosmos_gradio_nb._core.validation import check_json, make_validator
 
 
 def test_public_names_are_pinned() -> None:
@@ -159,7 +159,7 @@ def test_check_asset_path(tmp_path: Path) -> None:
 def test_validators_see_the_apps_own_folders(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cosmos_gradio_nb._validation import app_asset_dirs
+    from cosmos_gradio_nb._core.validation import app_asset_dirs
 
     monkeypatch.setenv("UPLOADS_DIR", str(tmp_path / "env-uploads"))
     mine = tmp_path / "my-uploads"
@@ -176,18 +176,18 @@ def test_validators_see_the_apps_own_folders(
 def test_every_app_setting_is_a_real_keyword_of_both_apps() -> None:
     import inspect
 
-    from cosmos_gradio_nb._env import app_settings
+    from cosmos_gradio_nb._core.settings import app_settings
 
     for cls in (cg.NotebookApp, cg.GradioApp):
         params = inspect.signature(cls).parameters
         assert "kwargs" not in params
         assert [p for p in params if p in app_settings()] == app_settings()
         assert {"validator", "factory_module", "factory_function", "factory", "name"} <= set(params)
-    assert "num_gpus" in (cg.NotebookApp.__init__.__doc__ or cg._app._BaseApp.__doc__ or "")
+    assert "num_gpus" in (cg.NotebookApp.__init__.__doc__ or cg._app.apps._BaseApp.__doc__ or "")
 
 
 def test_every_setting_is_documented_in_the_readme_and_reaches_the_worker() -> None:
-    from cosmos_gradio_nb._env import DeploymentEnv, env_var
+    from cosmos_gradio_nb._core.settings import DeploymentEnv, env_var
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     env = DeploymentEnv(ray_address="auto", gpus_per_model=1, shared_output_dir=False)
@@ -201,7 +201,7 @@ def test_every_setting_is_documented_in_the_readme_and_reaches_the_worker() -> N
 
 def test_every_app_setting_is_a_serve_option() -> None:
     from cosmos_gradio_nb._cli import build_parser
-    from cosmos_gradio_nb._env import app_settings
+    from cosmos_gradio_nb._core.settings import app_settings
 
     args = build_parser().parse_args(["serve", "--num-gpus", "4", "--backend", "ray"])
     assert args.num_gpus == 4 and args.backend == "ray"

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from cosmos_gradio_nb import report_progress
-from cosmos_gradio_nb._progress import install_tqdm_hook
-from cosmos_gradio_nb._worker import build_model, serve
+from cosmos_gradio_nb._worker.loop import build_model, serve
+from cosmos_gradio_nb._worker.progress import install_tqdm_hook
 
 
 class FakeConn:

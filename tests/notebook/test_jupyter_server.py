@@ -102,7 +102,7 @@ def test_detection_in_a_real_kernel(
     ch.execute(
         """
 import dataclasses, os
-from cosmos_gradio_nb._notebook import detect_frontend, jupyter_server_info
+from cosmos_gradio_nb._notebook.frontend import detect_frontend, jupyter_server_info
 def _probe(**env):
     saved = {k: os.environ.get(k) for k in env}
     try:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from cosmos_gradio_nb import _notebook
-from cosmos_gradio_nb._serverproxy import setup_cosmos_gradio
+from cosmos_gradio_nb._notebook import frontend, launch
+from cosmos_gradio_nb._notebook.serverproxy import setup_cosmos_gradio
 
 pytestmark = pytest.mark.notebook
 
@@ -20,9 +20,9 @@ def test_outside_a_kernel_launch_is_gradios_own() -> None:
 
     with gr.Blocks(title="plain") as demo:
         gr.Markdown("hello from a plain Blocks")
-    _notebook.install_launch(demo)
-    assert _notebook.detect_frontend().kind == "terminal"
-    port = _notebook.find_free_port(start=7990)
+    launch.install_launch(demo)
+    assert frontend.detect_frontend().kind == "terminal"
+    port = launch.find_free_port(start=7990)
     try:
         result = demo.launch(server_port=port, prevent_thread_lock=True, quiet=True)
         assert isinstance(result, tuple) and result[1] == f"http://127.0.0.1:{port}/"
@@ -33,7 +33,7 @@ def test_outside_a_kernel_launch_is_gradios_own() -> None:
         demo.close()
     # installing twice keeps one wrapper
     wrapped = demo.launch
-    _notebook.install_launch(demo)
+    launch.install_launch(demo)
     assert demo.launch is wrapped
 
 
@@ -41,27 +41,27 @@ def test_launch_arguments_bind_positional_and_keyword() -> None:
     import gradio as gr
 
     demo = gr.Blocks()
-    params = _notebook._launch_arguments(demo, (False, False), {"server_port": 1234, "height": 3})
+    params = launch._launch_arguments(demo, (False, False), {"server_port": 1234, "height": 3})
     assert params == {"inline": False, "inbrowser": False, "server_port": 1234, "height": 3}
 
 
 def test_proxy_version_requirement(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert _notebook._parse_version(_notebook.check_proxy_version()) >= (4, 4)  # the venv's
-    monkeypatch.setattr(_notebook, "proxy_version", lambda: "4.3.2")
+    assert frontend._parse_version(frontend.check_proxy_version()) >= (4, 4)  # the venv's
+    monkeypatch.setattr(frontend, "proxy_version", lambda: "4.3.2")
     with pytest.raises(RuntimeError, match=r"4\.3\.2 is too old \(need >= 4\.4"):
-        _notebook.check_proxy_version()
-    monkeypatch.setattr(_notebook, "proxy_version", lambda: None)
+        frontend.check_proxy_version()
+    monkeypatch.setattr(frontend, "proxy_version", lambda: None)
     with pytest.raises(RuntimeError, match=r"jupyter-server-proxy>=4\.4"):
-        _notebook.check_proxy_version()
+        frontend.check_proxy_version()
 
 
 def test_proxy_setting_is_strict(monkeypatch: pytest.MonkeyPatch) -> None:
     for raw, want in (("1", True), ("TRUE", True), ("off", False), ("", None)):
         monkeypatch.setenv("COSMOS_GRADIO_PROXY", raw)
-        assert _notebook._proxy_setting() is want
+        assert frontend._proxy_setting() is want
     monkeypatch.setenv("COSMOS_GRADIO_PROXY", "sometimes")
     with pytest.raises(ValueError, match=r"COSMOS_GRADIO_PROXY: .*boolean.*'sometimes'"):
-        _notebook._proxy_setting()
+        frontend._proxy_setting()
 
 
 def test_find_free_port_skips_a_listener() -> None:
@@ -69,8 +69,8 @@ def test_find_free_port_skips_a_listener() -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         busy = sock.getsockname()[1]
-        assert not _notebook._port_free(busy)
-        assert _notebook.find_free_port(start=busy) != busy
+        assert not launch._port_free(busy)
+        assert launch.find_free_port(start=busy) != busy
 
 
 def test_serverproxy_entry() -> None:

@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 from nb_harness import wait_for
 
-from cosmos_gradio_nb import NotebookApp, ValidationError, _display, _widgets
+from cosmos_gradio_nb import NotebookApp, ValidationError
+from cosmos_gradio_nb._notebook import display as _display
+from cosmos_gradio_nb._notebook import form, panels
 from cosmos_gradio_nb.samples import FACTORY_MODULE, SampleParams
 
 pytestmark = pytest.mark.notebook
@@ -108,7 +110,7 @@ def test_app_html_lists_workers_and_jobs(app: Any, result: Any) -> None:
 # -- live panels ---------------------------------------------------------------------------------
 def test_future_widget_progress_then_result(app: Any) -> None:
     fut = app.submit({**TINY, "num_frames": 12, "frame_delay": 0.05})
-    box = _widgets.future_widget(fut)
+    box = panels.future_widget(fut)
     bar = box.children[0].children[0]
     seen: list[float] = []
     fut.add_progress_callback(lambda f: seen.append(bar.value))
@@ -139,7 +141,7 @@ def test_app_panel_refreshes_and_stops_when_the_app_closes(tmp_path: Path) -> No
         log_file=tmp_path / "o" / "log.txt",
     )
     try:
-        panel = _widgets.app_panel(small, interval=0.1)
+        panel = panels.app_panel(small, interval=0.1)
         small.wait_ready(timeout=60)
         pid = small.workers()[0].pid
         wait_for(lambda: f"<td>{pid}</td>" in panel.value, 10, "the panel to show the worker pid")
@@ -153,7 +155,7 @@ def test_app_panel_refreshes_and_stops_when_the_app_closes(tmp_path: Path) -> No
 
 # -- the widget UI --------------------------------------------------------------------------------
 def test_widget_ui_validates_as_you_type(app: Any) -> None:
-    ui = _widgets.create_widget_UI(app).cosmos_ui
+    ui = form.create_widget_UI(app).cosmos_ui
     assert json.loads(ui.editor.value) == app.default_request
     assert "valid request" in ui.feedback.value
     ui.editor.value = '{"prompt": "x",\n  "seed": }'
@@ -167,7 +169,7 @@ def test_widget_ui_validates_as_you_type(app: Any) -> None:
 
 
 def test_widget_ui_upload_guard_and_insert(app: Any) -> None:
-    ui = _widgets.create_widget_UI(app, upload_limit_mb=0.001).cosmos_ui
+    ui = form.create_widget_UI(app, upload_limit_mb=0.001).cosmos_ui
     with pytest.raises(ValidationError, match="widget upload limit"):
         ui.save_upload("big.png", b"\0" * 5000)
     ui.upload_limit = 10 * 1024 * 1024
@@ -195,7 +197,7 @@ def test_widget_ui_upload_guard_and_insert(app: Any) -> None:
 
 
 def test_widget_ui_generate_shows_video_and_image(app: Any) -> None:
-    ui = _widgets.create_widget_UI(app).cosmos_ui
+    ui = form.create_widget_UI(app).cosmos_ui
     ui.editor.value = json.dumps({**TINY, "seed": 5})
     ui.generate.click()
     fut = ui.future
@@ -213,7 +215,7 @@ def test_widget_ui_generate_shows_video_and_image(app: Any) -> None:
 
 
 def test_widget_ui_cancel_stops_a_running_request(app: Any) -> None:
-    ui = _widgets.create_widget_UI(app).cosmos_ui
+    ui = form.create_widget_UI(app).cosmos_ui
     ui.editor.value = json.dumps({**TINY, "num_frames": 60, "frame_delay": 0.1})
     ui.generate.click()
     fut = ui.future
@@ -247,7 +249,7 @@ def test_widget_ui_shows_a_model_error(tmp_path: Path) -> None:
         output_dir=tmp_path / "o",
         log_file=tmp_path / "o" / "log.txt",
     ) as bad:
-        ui = _widgets.create_widget_UI(bad).cosmos_ui
+        ui = form.create_widget_UI(bad).cosmos_ui
         ui.editor.value = '{"x": 42}'
         ui.generate.click()
         with pytest.raises(Exception, match="no luck with 42"):
@@ -262,17 +264,17 @@ def test_tail_lines_reads_only_the_end(tmp_path: Path) -> None:
     with open(log, "w") as fh:
         for i in range(200_000):
             fh.write(f"line {i}\n")
-    assert _widgets.tail_lines(log, 3) == ["line 199997", "line 199998", "line 199999"]
-    assert _widgets.tail_lines(tmp_path / "missing.log") == []
+    assert form.tail_lines(log, 3) == ["line 199997", "line 199998", "line 199999"]
+    assert form.tail_lines(tmp_path / "missing.log") == []
 
 
 def test_the_app_panel_shows_device_and_node_and_every_group_state() -> None:
     from types import SimpleNamespace
 
-    from cosmos_gradio_nb._display import app_html
-    from cosmos_gradio_nb._groups import GroupState
-    from cosmos_gradio_nb._presentation import GROUP_STATES
-    from cosmos_gradio_nb._request import WorkerInfo
+    from cosmos_gradio_nb._core.presentation import GROUP_STATES
+    from cosmos_gradio_nb._engine.groups import GroupState
+    from cosmos_gradio_nb._engine.request import WorkerInfo
+    from cosmos_gradio_nb._notebook.display import app_html
 
     assert set(GROUP_STATES) == {s.value for s in GroupState}  # one table, every state
     workers = [

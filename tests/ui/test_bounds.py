@@ -284,7 +284,7 @@ def test_hard_links_symlinks_and_rotated_logs_are_not_served_and_files_are_nosni
     r = requests.get(base + str(log), timeout=10)
     assert r.status_code == 200 and r.headers.get("x-content-type-options") == "nosniff"
     # The uploads list offers neither the hard link nor the symlinked folder's files.
-    from cosmos_gradio_nb._uploads import list_uploads
+    from cosmos_gradio_nb._core.uploads import list_uploads
 
     listed = {p.name for p in list_uploads(uploads)}
     assert "fine.png" in listed

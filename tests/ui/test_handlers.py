@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from cosmos_gradio_nb import GradioApp, NotebookApp
-from cosmos_gradio_nb._ui_backend import Backend
-from cosmos_gradio_nb._ui_files import FileBrowser
-from cosmos_gradio_nb._ui_handlers import PageHandlers
-from cosmos_gradio_nb._ui_history import HistoryPanel
+from cosmos_gradio_nb._page.backend import Backend
+from cosmos_gradio_nb._page.files import FileBrowser
+from cosmos_gradio_nb._page.handlers import PageHandlers
+from cosmos_gradio_nb._page.history_panel import HistoryPanel
 
 
 @pytest.fixture(scope="module")

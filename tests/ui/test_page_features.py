@@ -41,7 +41,7 @@ def _git(*args: str) -> str:
 def test_header_names_model_start_time_device_and_git_checkout(
     page: Any, ui_server: UIServer, artifacts_dir: Path
 ) -> None:
-    from cosmos_gradio_nb._process import nvidia_present
+    from cosmos_gradio_nb._backends.process import nvidia_present
 
     open_page(page, ui_server)
     info = page.inner_text("#cg-header-info")

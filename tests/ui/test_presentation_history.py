@@ -19,23 +19,23 @@ from cosmos_gradio_nb import (
     WorkerCrashedError,
     load_results,
 )
-from cosmos_gradio_nb._filetypes import FileKind, kind_of
-from cosmos_gradio_nb._history import list_run_names, page_of_runs, read_run
-from cosmos_gradio_nb._outputs import base_status, finish_status, write_status
-from cosmos_gradio_nb._presentation import (
+from cosmos_gradio_nb._core.filetypes import FileKind, kind_of
+from cosmos_gradio_nb._core.history import list_run_names, page_of_runs, read_run
+from cosmos_gradio_nb._core.outputs import base_status, finish_status, write_status
+from cosmos_gradio_nb._core.presentation import (
     STATES,
     ErrorCategory,
     classify_error,
     classify_error_record,
     queue_wording,
 )
-from cosmos_gradio_nb._validation import MAX_PROBLEMS, make_validator
+from cosmos_gradio_nb._core.validation import MAX_PROBLEMS, make_validator
 
 
 # -- one table of states, one queue wording ---------------------------------------------------
 def test_every_front_end_uses_the_same_state_colours() -> None:
-    from cosmos_gradio_nb import _display
-    from cosmos_gradio_nb._ui_render import CSS, status_html
+    from cosmos_gradio_nb._notebook import display as _display
+    from cosmos_gradio_nb._page.render import CSS, status_html
 
     for state in ("queued", "running", "succeeded", "failed", "cancelled"):
         style = STATES[state]
@@ -219,6 +219,6 @@ def test_the_one_file_type_table() -> None:
     assert kind_of("a/B.MP4") is FileKind.VIDEO and kind_of("x.webp") is FileKind.IMAGE
     assert kind_of("s.json") is FileKind.JSON and kind_of("n.md") is FileKind.TEXT
     assert kind_of("x.bin") is FileKind.OTHER
-    from cosmos_gradio_nb._uploads import ALLOWED_EXTENSIONS
+    from cosmos_gradio_nb._core.uploads import ALLOWED_EXTENSIONS
 
     assert ".html" not in ALLOWED_EXTENSIONS and ".svg" not in ALLOWED_EXTENSIONS

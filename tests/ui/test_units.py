@@ -8,15 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cosmos_gradio_nb._logtail import read_tail
-from cosmos_gradio_nb._ui_backend import collect_outputs
-from cosmos_gradio_nb._ui_render import (
-    failure_html,
-    parse_request_json,
-    schema_markdown,
-    status_html,
-)
-from cosmos_gradio_nb._uploads import (
+from cosmos_gradio_nb._core.logtail import read_tail
+from cosmos_gradio_nb._core.request_text import parse_request_json
+from cosmos_gradio_nb._core.uploads import (
     UploadRejected,
     insert_path,
     json_key_for,
@@ -24,6 +18,12 @@ from cosmos_gradio_nb._uploads import (
     max_upload_mb,
     sanitize_filename,
     store_upload,
+)
+from cosmos_gradio_nb._page.backend import collect_outputs
+from cosmos_gradio_nb._page.render import (
+    failure_html,
+    schema_markdown,
+    status_html,
 )
 
 

@@ -1,0 +1,404 @@
+"""The public apps: ``NotebookApp`` (returns at once, futures) and ``GradioApp`` (the seed's, blocking)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Literal
+
+from .._backends.local import LocalBackend
+from .._core import rich
+from .._core.exceptions import ValidationError
+from .._core.protocol import FactorySpec
+from .._core.result import InferenceResult
+from .._core.settings import DeploymentEnv, app_settings
+from .._core.validation import app_asset_dirs, check_json, make_validator, pydantic_model_of
+from .._engine import tracking as _tracking
+from .._engine.future import InferenceFuture
+from .._engine.pool import BackendFactory, WorkerPool
+from .._engine.request import PoolConfig, WorkerInfo, new_request
+
+__all__ = ["GradioApp", "NotebookApp", "WorkerInfo"]
+
+logger = logging.getLogger("cosmos_gradio_nb")
+
+# NotebookApps by name, so re-running a cell replaces the old app instead of piling up workers.
+_named_apps: dict[str, weakref.ref[NotebookApp]] = {}
+_named_lock = threading.Lock()
+
+
+def _normalize_factory(
+    factory: Callable[[], Any] | str | None, module: str | None, function: str | None
+) -> tuple[Callable[[], Any] | None, str, str]:
+    """Check the user's way of naming the factory: ``(callable or None, module, function)``."""
+    if factory is not None and module is not None:
+        raise TypeError("give either factory=... or factory_module=..., not both")
+    if isinstance(factory, str):
+        module, sep, function = factory.partition(":")
+        if not sep or not module or not function:
+            raise ValueError(f"factory={factory!r}: use 'package.module:function'")
+        factory = None
+    if factory is not None:
+        if not callable(factory):
+            raise TypeError(f"factory must be callable, got {type(factory).__name__}")
+        module = getattr(factory, "__module__", None) or "?"
+        function = getattr(factory, "__qualname__", None) or "?"
+        return factory, module, function
+    if not module:
+        raise TypeError(
+            "no model factory: pass factory_module='my_pkg.my_model' (and factory_function), "
+            "or factory=create_worker"
+        )
+    return None, module, function or "create_worker"
+
+
+def _factory_spec(
+    factory: Callable[[], Any] | str | None, module: str | None, function: str | None
+) -> tuple[FactorySpec, str]:
+    """What a worker needs to build the model, plus the factory's label."""
+    fn, module, function = _normalize_factory(factory, module, function)
+    label = f"{module}:{function}"
+    if fn is not None:
+        import cloudpickle  # by value for notebook-defined (__main__) functions, by reference otherwise
+
+        return {"pickled": cloudpickle.dumps(fn)}, label
+    return {"module": module, "function": function}, label
+
+
+def _resolve_env(env: DeploymentEnv | None, settings: dict[str, Any]) -> DeploymentEnv:
+    """The app's settings: ``env`` (or the environment), overridden by its arguments."""
+    if env is None:
+        env = DeploymentEnv(**settings)
+    elif settings:
+        env = DeploymentEnv(**{**env.model_dump(exclude_none=True), **settings})
+    return env.resolved()
+
+
+def _backend_factory(env: DeploymentEnv) -> BackendFactory:
+    """How the pool makes its worker-group backend (imports Ray only when asked for)."""
+    if env.backend == "ray":
+        from .._backends.ray.backend import ray_backend
+
+        return ray_backend(env)
+    return lambda emit: LocalBackend(emit, num_gpus=env.num_gpus, group_size=env.group_size)
+
+
+class _BaseApp:
+    """What both apps share: settings, validation, the worker pool and the history.
+
+    Parameters
+    ----------
+    validator:
+        A callable ``dict -> dict`` that raises on bad parameters, or a pydantic model
+        class; it runs in this process before anything is queued.
+    factory_module, factory_function:
+        Where the workers find the model factory (the seed's way).
+    factory:
+        Instead: the factory itself (``create_worker``, defined anywhere, even in a
+        notebook), or ``"package.module:function"``.
+    name:
+        A NotebookApp replaces a live app of the same name (default: the factory).
+    env:
+        A :class:`DeploymentEnv` to start from (default: read the environment).
+    model_name ... max_upload_mb:
+        The settings of :class:`DeploymentEnv`, each overriding its environment
+        variable (``num_gpus`` overrides ``NUM_GPUS``); see its fields for their meaning.
+    max_queue_size:
+        Refuse new requests with QueueFullError past this many waiting (default: no limit).
+    worker_env:
+        Extra environment variables for the workers.
+    echo_logs:
+        Also copy worker output to this process's stderr (the server does).
+    history_size:
+        How many of this app's futures ``history`` keeps.
+    """
+
+    def __init__(
+        self,
+        validator: Any = None,
+        factory_module: str | None = None,
+        factory_function: str | None = "create_worker",
+        *,
+        factory: Callable[[], Any] | str | None = None,
+        name: str | None = None,
+        env: DeploymentEnv | None = None,
+        model_name: str | None = None,
+        num_gpus: int | None = None,
+        gpus_per_model: int | None = None,
+        checkpoint_dir: str | Path | None = None,
+        worker_timeout: float | None = None,
+        startup_timeout: float | None = None,
+        backend: Literal["local", "ray"] | None = None,
+        ray_address: str | None = None,
+        shared_output_dir: bool | None = None,
+        placement_timeout: float | None = None,
+        output_dir: str | Path | None = None,
+        uploads_dir: str | Path | None = None,
+        asset_dirs: list[str | Path] | str | None = None,
+        log_file: str | Path | None = None,
+        log_max_mb: float | None = None,
+        log_backups: int | None = None,
+        max_upload_mb: float | None = None,
+        max_request_kb: float | None = None,
+        upload_cache_max_age: float | None = None,
+        max_queue_size: int | None = None,
+        worker_env: dict[str, str] | None = None,
+        echo_logs: bool = False,
+        history_size: int = 1000,
+    ) -> None:
+        given = locals()
+        settings = {k: given[k] for k in app_settings() if given[k] is not None}
+        # Everything that can be wrong is checked before anything is started or replaced.
+        spec, label = _factory_spec(factory, factory_module, factory_function)
+        self.name = name or label
+        self.env = _resolve_env(env, settings)
+        if max_queue_size is not None and max_queue_size < 1:
+            raise ValueError(f"max_queue_size must be at least 1 (got {max_queue_size})")
+        self.validator = validator
+        self._validate = make_validator(validator)
+        self._history: deque[InferenceFuture] = deque(maxlen=history_size)
+        backend_factory = _backend_factory(self.env)
+        self._pool = WorkerPool(
+            PoolConfig(
+                factory=spec,
+                env=self.env,
+                worker_env=dict(worker_env or {}),
+                max_queue_size=max_queue_size,
+                echo_logs=echo_logs,
+            ),
+            backend_factory,
+        )
+        # Closes the workers when the app is garbage-collected or the interpreter exits.
+        self._finalizer = weakref.finalize(self, self._pool.close)
+        self._before_start()  # only now: everything that could be refused has been checked
+        self._pool.start()
+        self._after_start()
+
+    def _before_start(self) -> None:
+        """Called once the arguments are checked, before any worker starts."""
+
+    def _after_start(self) -> None:
+        """Called once the workers are starting."""
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Validate ``params`` as ``submit`` would, without queueing anything.
+
+        ``output_dir`` is dropped (the app sets it per request). Raises
+        :class:`ValidationError` with a message naming the offending key.
+        """
+        if not isinstance(params, dict):
+            raise ValidationError(
+                f"parameters must be a JSON object (dict), got {type(params).__name__}"
+            )
+        cleaned = {k: v for k, v in params.items() if k != "output_dir"}
+        with app_asset_dirs([self.env.uploads_dir, self.env.output_dir, *self.env.asset_dirs]):
+            validated = dict(self._validate(cleaned))
+        validated.pop("output_dir", None)
+        check_json(validated)
+        return validated
+
+    @property
+    def default_request(self) -> dict[str, Any] | None:
+        """The validator's pydantic defaults as a request, or None."""
+        model = pydantic_model_of(self.validator)
+        if model is None:
+            return None
+        try:
+            defaults = dict(model().model_dump(mode="json"))
+        except Exception:  # required fields: no complete default
+            return None
+        defaults.pop("output_dir", None)
+        return defaults
+
+    @property
+    def params_schema(self) -> dict[str, Any] | None:
+        """The validator's JSON schema (field descriptions are the UI's help), or None."""
+        model = pydantic_model_of(self.validator)
+        return None if model is None else dict(model.model_json_schema())
+
+    # ------------------------------------------------------------------ requests
+    def _make_request(self, validated: dict[str, Any], timeout: float | None) -> InferenceFuture:
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds (got {timeout!r})")
+        limit = self.env.worker_timeout if timeout is None else timeout
+        return new_request(self._pool, validated, self.env.output_dir, limit).future
+
+    def submit(self, params: dict[str, Any], *, timeout: float | None = None) -> InferenceFuture:
+        """Validate and queue one request; return its future at once.
+
+        Parameters
+        ----------
+        params:
+            JSON-serializable parameters for the model's ``infer``.
+        timeout:
+            Seconds the request may run once started (default ``WORKER_TIMEOUT``);
+            past it the request fails with InferenceTimeoutError and its group restarts.
+
+        Raises
+        ------
+        ValidationError, QueueFullError, AppClosedError, WorkerStartupError
+        """
+        future = self._make_request(self.validate(params), timeout)
+        self._pool.submit(future._request)
+        self._history.append(future)
+        _tracking.register(future)  # the page follows it even through a wrapper of infer
+        return future
+
+    def map(
+        self,
+        params_list: Iterable[dict[str, Any]],
+        *,
+        timeout: float | None = None,
+        progress: bool = True,
+    ) -> list[InferenceFuture]:
+        """Queue many requests, all validated before any is queued; one progress bar.
+
+        Raises
+        ------
+        ValidationError
+            Naming the index of the first bad item; nothing was queued.
+        """
+        validated = []
+        for index, params in enumerate(params_list):
+            try:
+                validated.append(self.validate(params))
+            except ValidationError as exc:
+                raise ValidationError(f"item {index}: {exc}", key=exc.key, index=index) from None
+        futures = [self._make_request(v, timeout) for v in validated]
+        if progress and futures:
+            _attach_bar(futures, f"{self.env.model_name}")
+        for future in futures:
+            self._pool.submit(future._request)
+            self._history.append(future)
+        return futures
+
+    # ------------------------------------------------------------------ state
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until the workers have loaded the model; raise WorkerStartupError if none could."""
+        self._pool.wait_ready(timeout)
+
+    @property
+    def ready(self) -> bool:
+        return self._pool.ready
+
+    @property
+    def closed(self) -> bool:
+        return self._pool.closed
+
+    @property
+    def queue_length(self) -> int:
+        return self._pool.queue_length
+
+    def workers(self) -> list[WorkerInfo]:
+        """One entry per worker process: group, rank, GPU, pid, node, state, current request."""
+        return self._pool.workers()
+
+    def restart_workers(self) -> int:
+        """Start given-up (or backing-off) worker groups now, rather than at their next retry.
+
+        A group is given up after failed starts (a broken factory, a full GPU); it is
+        retried on its own after a while, and this retries it at once once the cause
+        is fixed. Returns how many groups were restarted.
+        """
+        return self._pool.restart_failed()
+
+    @property
+    def history(self) -> list[InferenceFuture]:
+        """Every request from this app (Python or UI), oldest first, the last ``history_size``."""
+        return list(self._history)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Fail pending requests with AppClosedError and stop every worker within ``timeout`` s."""
+        self._pool.close(timeout)
+
+    def __enter__(self) -> _BaseApp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        groups = {w.group for w in self.workers()}
+        state = "closed" if self.closed else "ready" if self.ready else "starting"
+        return (
+            f"<{type(self).__name__} {self.name!r} {state}, {len(groups)} group(s) of "
+            f"{self.env.group_size}, queue={self.queue_length}>"
+        )
+
+
+class NotebookApp(_BaseApp):
+    """The app for notebooks and scripts: returns at once, ``infer`` gives a future.
+
+    Creating a NotebookApp with the ``name`` of a live one (default: the factory)
+    closes the old one first, so re-running a cell never piles up workers; a
+    mistake in the new app's arguments raises before the old one is touched.
+    Displaying the app in a notebook shows a live panel of its workers and jobs.
+    See :class:`_BaseApp` for the parameters.
+    """
+
+    def _before_start(self) -> None:
+        with _named_lock:
+            ref = _named_apps.get(self.name)
+            old = ref() if ref else None
+        if old is not None and not old.closed:
+            logger.info("closing the previous NotebookApp %r before starting a new one", self.name)
+            old.close()
+
+    def _after_start(self) -> None:
+        with _named_lock:
+            _named_apps[self.name] = weakref.ref(self)
+
+    def infer(self, params: dict[str, Any], *, timeout: float | None = None) -> InferenceFuture:
+        """Queue one request and return its :class:`InferenceFuture` at once."""
+        return self.submit(params, timeout=timeout)
+
+    def _ipython_display_(self) -> None:
+        rich.display_app(self)
+
+
+class GradioApp(_BaseApp):
+    """The seed's app: the constructor waits for the workers, ``infer`` blocks.
+
+    ``GradioApp(validator, factory_module, factory_function)`` keeps the seed's
+    signature; ``submit`` gives a future as on :class:`NotebookApp`. The wait is
+    bounded by ``STARTUP_TIMEOUT``. See :class:`_BaseApp` for the parameters.
+    """
+
+    def _after_start(self) -> None:
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.close()
+            raise
+
+    def infer(self, params: dict[str, Any], *, timeout: float | None = None) -> InferenceResult:
+        """Run one request and return its result (blocking)."""
+        result: InferenceResult = self.submit(params, timeout=timeout).result()
+        return result
+
+
+def _attach_bar(futures: list[InferenceFuture], label: str) -> None:
+    """One tqdm.auto bar over a batch, advanced by done-callbacks (no thread of its own)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return
+    bar = tqdm(total=len(futures), desc=label, unit="req")
+    lock = threading.Lock()
+    remaining = [len(futures)]
+
+    def advance(_: Future[Any]) -> None:
+        with lock:
+            bar.update(1)
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                bar.close()
+
+    for future in futures:
+        future.add_done_callback(advance)

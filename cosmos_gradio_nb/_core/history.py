@@ -1,0 +1,390 @@
+"""Past requests of an ``OUTPUT_DIR``, read from their folders' ``status.json`` files.
+
+Both the page's history panel and :func:`load_results` read runs through here,
+so a run made from Python, from another page or before a server restart shows
+up the same way everywhere.
+
+It must stay fast with 10,000 past requests: folder names start with
+``YYYYmmdd-HHMMSS_<id>``, so sorting the *names* sorts by time, and only the
+folders of the page being shown have their ``status.json`` parsed. The sorted
+listing is cached until the folder's modification time changes (adding or
+removing a request folder changes it). A folder whose ``status.json`` is
+missing, half-written or not an object is listed as ``broken`` with the reason;
+it never breaks the list.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, overload
+
+from . import rich
+from .outputs import STATUS_FILE
+from .result import InferenceResult
+
+__all__ = [
+    "HistoryPage",
+    "ResultList",
+    "RunRecord",
+    "list_run_names",
+    "load_results",
+    "page_of_runs",
+    "params_summary",
+    "read_run",
+]
+
+# <YYYYmmdd-HHMMSS>_<id>: what request_folder() makes (the id is 12 hex digits today).
+_RUN_NAME = re.compile(r"^(\d{8}-\d{6})_([0-9A-Za-z]{4,64})$")
+_MAX_STATUS_BYTES = 16 * 1024 * 1024  # a status.json larger than this is not parsed
+
+
+@dataclass
+class RunRecord:
+    """One past request, as read from its folder.
+
+    Attributes
+    ----------
+    name, folder:
+        The folder's name (``20261202-061403_ab12cd34ef56``) and absolute path.
+    request_id:
+        From status.json, else the folder name's suffix.
+    state:
+        ``succeeded``, ``failed``, ``cancelled``... or ``broken`` when status.json
+        cannot be read (``broken`` then says why).
+    queued_at, finished_at, duration:
+        Epoch seconds and seconds, when known (``queued_at`` falls back to the
+        folder name's time stamp).
+    params:
+        The request's parameters without ``output_dir``.
+    videos, images, other, partial:
+        Output files that exist; ``partial`` are those of a stopped or failed run.
+    status:
+        The parsed status.json (``{}`` when broken).
+    """
+
+    name: str
+    folder: Path
+    request_id: str
+    state: str
+    queued_at: float | None = None
+    finished_at: float | None = None
+    duration: float | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    videos: list[Path] = field(default_factory=list)
+    images: list[Path] = field(default_factory=list)
+    other: list[Path] = field(default_factory=list)
+    partial: list[Path] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+    broken: str | None = None
+    status_mtime_ns: int = 0
+
+    @property
+    def thumbnail(self) -> Path | None:
+        """The poster, or the first image; None for a run without images."""
+        return self.images[0] if self.images else None
+
+    @property
+    def files(self) -> list[Path]:
+        return [*self.videos, *self.images, *self.other, *self.partial]
+
+    def to_result(self) -> InferenceResult:
+        """This run as an :class:`InferenceResult` (what ``load_results`` returns)."""
+        status = dict(self.status) if self.status else {"state": self.state}
+        if self.broken:
+            status.update(state="broken", broken=self.broken)
+        return InferenceResult(
+            request_id=self.request_id,
+            output_dir=self.folder,
+            files=self.files,
+            videos=list(self.videos),
+            images=list(self.images),
+            status=status,
+            duration=float(self.duration or 0.0),
+        )
+
+
+def _stamp_time(stamp: str) -> float | None:
+    try:
+        return time.mktime(time.strptime(stamp, "%Y%m%d-%H%M%S"))
+    except (ValueError, OverflowError):
+        return None
+
+
+def _existing(paths: Any) -> list[Path]:
+    if not isinstance(paths, list):
+        return []
+    return [Path(p) for p in paths if isinstance(p, str) and os.path.isfile(p)]
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _read_status(path: Path) -> tuple[dict[str, Any] | None, str | None, int]:
+    """``(status, None, mtime)`` or ``(None, why it is broken, mtime)``."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None, "no status.json (still running, or stopped before it was written)", 0
+    except OSError as exc:
+        return None, f"status.json cannot be read ({exc.strerror or exc})", 0
+    if st.st_size > _MAX_STATUS_BYTES:
+        return (
+            None,
+            f"status.json is {st.st_size / 2**20:.0f} MB, too large to read",
+            st.st_mtime_ns,
+        )
+    try:
+        data = json.loads(path.read_bytes())
+    except OSError as exc:
+        return None, f"status.json cannot be read ({exc.strerror or exc})", st.st_mtime_ns
+    except (ValueError, RecursionError) as exc:
+        return None, f"status.json is not valid JSON ({str(exc)[:120]})", st.st_mtime_ns
+    if not isinstance(data, dict):
+        return None, f"status.json holds {type(data).__name__}, not an object", st.st_mtime_ns
+    return data, None, st.st_mtime_ns
+
+
+def read_run(folder: str | os.PathLike[str]) -> RunRecord:
+    """Read one request folder; never raises for a broken or half-written status.json."""
+    folder = Path(folder)
+    match = _RUN_NAME.match(folder.name)
+    stamp_time = _stamp_time(match.group(1)) if match else None
+    fallback_id = match.group(2) if match else folder.name
+    status, broken, mtime = _read_status(folder / STATUS_FILE)
+    if status is None:
+        found = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+        return RunRecord(
+            name=folder.name,
+            folder=folder,
+            request_id=fallback_id,
+            state="broken",
+            queued_at=stamp_time,
+            partial=found,
+            broken=broken,
+            status_mtime_ns=mtime,
+        )
+    files = _dict(status.get("files"))
+    params = _dict(status.get("params"))
+    error = status.get("error") if isinstance(status.get("error"), dict) else None
+    state = status.get("state")
+    return RunRecord(
+        name=folder.name,
+        folder=folder,
+        request_id=str(status.get("id") or fallback_id),
+        state=state if isinstance(state, str) and state else "broken",
+        queued_at=_number(status.get("queued_at")) or stamp_time,
+        finished_at=_number(status.get("finished_at")),
+        duration=_number(status.get("duration")),
+        params={k: v for k, v in params.items() if k != "output_dir"},
+        videos=_existing(files.get("videos")),
+        images=_existing(files.get("images")),
+        other=_existing(files.get("other")),
+        partial=_existing(files.get("partial")),
+        status=status,
+        error=error,
+        broken=None if isinstance(state, str) and state else "status.json has no state",
+        status_mtime_ns=mtime,
+    )
+
+
+class _ListingCache:
+    """Sorted run-folder names per OUTPUT_DIR, kept until the folder's mtime changes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[tuple[int, int], list[str]]] = {}
+
+    def names(self, output_dir: Path) -> list[str]:
+        try:
+            st = output_dir.stat()
+        except OSError:
+            return []
+        key = str(output_dir)
+        sig = (st.st_mtime_ns, st.st_ino)
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None and hit[0] == sig:
+                return hit[1]
+        try:
+            with os.scandir(output_dir) as it:
+                names = [e.name for e in it if _RUN_NAME.match(e.name) and e.is_dir()]
+        except OSError:
+            return []
+        names.sort(reverse=True)  # the name starts with the time stamp: newest first
+        with self._lock:
+            self._entries[key] = (sig, names)
+        return names
+
+
+_listing = _ListingCache()
+
+
+def list_run_names(output_dir: str | os.PathLike[str]) -> list[str]:
+    """Names of the request folders in ``output_dir``, newest first (cached, see module doc)."""
+    return _listing.names(Path(output_dir).resolve())
+
+
+@dataclass
+class HistoryPage:
+    """One page of past runs, newest first."""
+
+    records: list[RunRecord]
+    total: int
+    offset: int
+    limit: int
+
+    @property
+    def page_number(self) -> int:
+        return self.offset // self.limit + 1 if self.limit else 1
+
+    @property
+    def page_count(self) -> int:
+        return max(1, -(-self.total // self.limit)) if self.limit else 1
+
+
+def page_of_runs(
+    output_dir: str | os.PathLike[str], offset: int = 0, limit: int = 20, *, contains: str = ""
+) -> HistoryPage:
+    """Runs ``offset .. offset+limit`` (newest first); only those folders are read.
+
+    ``contains`` keeps the folders whose name contains it (a request id, or a date
+    such as ``20261202``).
+    """
+    root = Path(output_dir).resolve()
+    names = list_run_names(root)
+    if contains:
+        names = [n for n in names if contains in n]
+    total = len(names)
+    offset = max(0, min(offset, max(0, total - 1)))
+    end = min(total, offset + max(0, limit))
+    if end <= offset:
+        return HistoryPage(records=[], total=total, offset=offset, limit=limit)
+    # Requests queued within the same second share the name's time stamp and then sort
+    # by their random id: read the whole same-second groups at the page's edges and
+    # order each by its queue time (one status.json each, only for those groups).
+    start, stop = offset, end
+    while start > 0 and names[start - 1][:15] == names[offset][:15]:
+        start -= 1
+    while stop < total and names[stop][:15] == names[end - 1][:15]:
+        stop += 1
+    records = [read_run(root / n) for n in names[start:stop]]
+    records.sort(key=lambda r: (r.name[:15], r.queued_at or 0.0), reverse=True)
+    return HistoryPage(
+        records=records[offset - start : end - start], total=total, offset=offset, limit=limit
+    )
+
+
+def params_summary(
+    params: dict[str, Any],
+    limit: int = 4,
+    width: int = 40,
+    defaults: dict[str, Any] | None = None,
+) -> str:
+    """``prompt="a red car" seed=1 num_frames=24``: a run's key parameters, on one line.
+
+    The prompt and seed come first; with ``defaults`` (the default request) the
+    other keys are those whose value differs from it, which is what tells runs apart.
+    """
+    defaults = defaults or {}
+    keys = [
+        k
+        for k in params
+        if k != "output_dir" and (k in ("prompt", "seed") or params[k] != defaults.get(k, object()))
+    ]
+    keys.sort(key=lambda k: (k != "prompt", k != "seed"))  # the prompt and seed first
+    parts = []
+    for key in keys[:limit]:
+        text = json.dumps(params[key], ensure_ascii=False)
+        if len(text) > width:
+            text = text[: width - 3] + "..."
+        parts.append(f"{key}={text}")
+    if len(keys) > limit:
+        parts.append(f"(+{len(keys) - limit})")
+    return " ".join(parts)
+
+
+class ResultList(Sequence["InferenceResult"]):
+    """Past runs as a list of :class:`InferenceResult`, newest first; a table in a notebook.
+
+    ``total`` is how many runs the folder holds (the list has at most ``limit``).
+    """
+
+    def __init__(self, results: Iterable[InferenceResult], total: int, output_dir: Path) -> None:
+        self._results = list(results)
+        self.total = total
+        self.output_dir = output_dir
+
+    @overload
+    def __getitem__(self, index: int) -> InferenceResult: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[InferenceResult]: ...
+    def __getitem__(self, index: int | slice) -> InferenceResult | list[InferenceResult]:
+        return self._results[index]
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    def __iter__(self) -> Iterator[InferenceResult]:
+        return iter(self._results)
+
+    def __repr__(self) -> str:
+        states: dict[str, int] = {}
+        for res in self._results:
+            state = str(res.status.get("state", "?"))
+            states[state] = states.get(state, 0) + 1
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+        return f"<ResultList {len(self)} of {self.total} runs in {self.output_dir}: {counts}>"
+
+    def _repr_html_(self) -> str:
+        return rich.results_html(self)
+
+
+def load_results(
+    output_dir: str | os.PathLike[str] | None = None,
+    *,
+    limit: int = 50,
+    offset: int = 0,
+    contains: str = "",
+) -> ResultList:
+    """The past runs of ``output_dir`` (default ``OUTPUT_DIR``) as results, newest first.
+
+    Reads the ``status.json`` of each request folder, whoever made it (this
+    session, another process, a server before its restart). A folder whose
+    status.json is missing or broken is listed with ``status["state"] ==
+    "broken"`` and the reason in ``status["broken"]``; nothing raises.
+
+    Parameters
+    ----------
+    output_dir:
+        The folder holding the request folders; default the ``OUTPUT_DIR`` setting.
+    limit, offset:
+        Which runs, counted from the newest (only those folders are read).
+    contains:
+        Keep folders whose name contains this (a request id, a date ``20261202``).
+
+    Returns
+    -------
+    ResultList
+        A sequence of :class:`InferenceResult`; displayed in a notebook it is a
+        table with thumbnails.
+    """
+    if output_dir is None:
+        from .settings import DeploymentEnv
+
+        output_dir = DeploymentEnv().output_dir
+    root = Path(output_dir).expanduser().resolve()
+    page = page_of_runs(root, offset, limit, contains=contains)
+    return ResultList((r.to_result() for r in page.records), page.total, root)

@@ -1,0 +1,50 @@
+"""The one sanctioned hop up the layers: rich notebook display of lower-layer objects.
+
+``InferenceResult``, ``ResultList``, ``InferenceFuture`` and the apps show
+themselves in a notebook (``_repr_html_``, ``_ipython_display_``). What they show
+is built by the notebook layer, which sits above them; they reach it only
+through these functions, which import it when a notebook asks for a display,
+never at import time. No other module below the notebook layer imports it
+(``tests/test_architecture.py`` checks).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["display_app", "display_future", "future_html", "result_html", "results_html"]
+
+
+def result_html(result: Any) -> str:
+    """An ``InferenceResult`` as HTML: inline videos and images, other files, errors."""
+    from .._notebook.display import result_html as render
+
+    return render(result)
+
+
+def results_html(results: Any) -> str:
+    """A ``ResultList`` (``load_results``) as a table with thumbnails."""
+    from .._notebook.display import results_table_html
+
+    return results_table_html(results)
+
+
+def future_html(future: Any) -> str:
+    """An ``InferenceFuture`` as it is now: its state and progress, or its outcome."""
+    from .._notebook.display import future_html as render
+
+    return render(future)
+
+
+def display_future(future: Any) -> None:
+    """Show a live progress bar for ``future`` in the current cell, then its result."""
+    from .._notebook.panels import display_future as show
+
+    show(future)
+
+
+def display_app(app: Any) -> None:
+    """Show the live panel of an app (its workers, queue and recent requests)."""
+    from .._notebook.panels import display_app_panel
+
+    display_app_panel(app)

@@ -1,0 +1,70 @@
+"""How each failure on the workers is worded: one place for every message the pool raises.
+
+A user reads these in a traceback, on the page and in status.json, usually
+while something is on fire; each says what happened, where (group, rank, pid),
+and what the engine did about it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._core.exceptions import (
+    InferenceError,
+    InferenceTimeoutError,
+    WorkerCrashedError,
+    WorkerStartupError,
+)
+from .backend import Died
+from .groups import Group
+from .request import Request
+
+__all__ = ["crashed", "inference_failed", "start_failed", "timed_out"]
+
+
+def inference_failed(
+    group: Group, rank: int, request: Request, msg: dict[str, Any]
+) -> InferenceError:
+    """``infer`` raised on ``rank`` (its ``error`` reply is ``msg``)."""
+    where = f" (group {group.index}, rank {rank})" if group.size > 1 else ""
+    return InferenceError(
+        f"{msg.get('error_type')}: {msg.get('message')}{where}",
+        request_id=request.id,
+        rank=rank,
+        error_type=msg.get("error_type", ""),
+        remote_traceback=msg.get("traceback", ""),
+    )
+
+
+def crashed(group: Group, event: Died, request: Request, tail: list[str]) -> WorkerCrashedError:
+    """A rank died while running ``request``; ``tail`` is what it printed last."""
+    pid = f" (pid {event.pid})" if event.pid else ""
+    return WorkerCrashedError(
+        f"worker group {group.index} rank {event.rank}{pid} died ({event.how}) while "
+        f"running request {request.id}; the group is being restarted and queued "
+        "requests will run after it. Last lines:\n" + "\n".join(tail[-10:]),
+        request_id=request.id,
+        group=group.index,
+        rank=event.rank,
+        exitcode=event.exitcode,
+        signal_name=event.signal_name,
+        last_log_lines=tail,
+    )
+
+
+def timed_out(group: Group, request: Request) -> InferenceTimeoutError:
+    return InferenceTimeoutError(
+        f"request {request.id} ran longer than its timeout of {request.timeout:g} s; "
+        f"worker group {group.index} was restarted",
+        request_id=request.id,
+        timeout=request.timeout,
+    )
+
+
+def start_failed(group: Group, rank: int, summary: str, details: str) -> WorkerStartupError:
+    return WorkerStartupError(
+        f"worker group {group.index} rank {rank} failed to start: {summary}\n{details}".rstrip(),
+        group=group.index,
+        rank=rank,
+        remote_traceback=details,
+    )

@@ -1,0 +1,196 @@
+"""The caller's side of a request: ``InferenceFuture``, a ``concurrent.futures.Future``."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+from collections.abc import Callable
+from concurrent.futures._base import (
+    CANCELLED,
+    CANCELLED_AND_NOTIFIED,
+    PENDING,
+    RUNNING,
+)
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from .._core import rich
+from .callbacks import run_callback
+
+if TYPE_CHECKING:
+    from .request import Request
+
+__all__ = ["InferenceFuture", "RequestState"]
+
+logger = logging.getLogger("cosmos_gradio_nb")
+
+RequestState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class InferenceFuture(concurrent.futures.Future):  # type: ignore[type-arg]
+    """A ``concurrent.futures.Future`` for one request, with queue and progress state.
+
+    It works with ``concurrent.futures.wait``, ``as_completed``,
+    ``asyncio.wrap_future`` and ``add_done_callback``. ``result()`` returns an
+    :class:`InferenceResult` or raises a :class:`CosmosGradioError` subclass.
+
+    ``cancel()`` keeps its standard meaning: it removes a queued request and
+    returns True, and returns False once the request runs. ``terminate()``
+    also stops a running request, by restarting only its worker group.
+    """
+
+    def __init__(self, request: Request) -> None:
+        super().__init__()
+        self._request = request
+        self.progress: float | None = None
+        """Fraction done (0..1) as reported by the model, or None before any report."""
+        self.progress_message: str = ""
+        """The model's last progress message (a tqdm bar's description, say)."""
+        self._progress_callbacks: list[Callable[[InferenceFuture], None]] = []
+        self._progress_queued = False
+
+    # -- identity and state -------------------------------------------------------------
+    @property
+    def request_id(self) -> str:
+        return self._request.id
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The validated parameters sent to the workers (``output_dir`` included)."""
+        return self._request.params
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self._request.output_dir)
+
+    @property
+    def state(self) -> RequestState:
+        """One of ``queued``, ``running``, ``succeeded``, ``failed``, ``cancelled``."""
+        with self._condition:
+            st = self._state
+            if st == PENDING:
+                return "queued"
+            if st == RUNNING:
+                return "running"
+            if st in (CANCELLED, CANCELLED_AND_NOTIFIED):
+                return "cancelled"
+            return "failed" if self._exception is not None else "succeeded"
+
+    @property
+    def queue_position(self) -> int | None:
+        """0 for the next request to run, 1 for the one after... None unless queued."""
+        if self.state != "queued":
+            return None
+        return self._request.pool.queue_position(self._request)
+
+    @property
+    def log(self) -> list[str]:
+        """Worker lines printed so far while this request ran."""
+        return list(self._request.log)
+
+    # -- control ------------------------------------------------------------------------
+    def cancel(self) -> bool:
+        """Remove the request from the queue; False if it already runs or ran."""
+        if not super().cancel():
+            return False
+        # Tell wait()/as_completed() now rather than when the pool would have reached it.
+        with self._condition:
+            if self._state == CANCELLED:
+                self._state = CANCELLED_AND_NOTIFIED
+                for waiter in self._waiters:
+                    waiter.add_cancelled(self)
+        self._request.pool.forget(self._request)
+        return True
+
+    def terminate(self) -> bool:
+        """Stop the request whether queued or running; True if it was stopped.
+
+        A running request is stopped by killing and restarting its worker group
+        (other groups keep serving); the future then reads as cancelled.
+        """
+        if self.cancel():
+            return True
+        if self.done():
+            return False
+        return self._request.pool.terminate(self._request)
+
+    def add_progress_callback(self, fn: Callable[[InferenceFuture], None]) -> None:
+        """Call ``fn(future)`` after progress reports, then read ``progress``.
+
+        Callbacks run on the library's callback threads, never on the thread that
+        watches the workers, and in order with this future's done-callbacks. Reports
+        that arrive while a callback still runs are folded into one call.
+        """
+        self._progress_callbacks.append(fn)
+
+    # -- used by the pool ---------------------------------------------------------------
+    def _start(self) -> bool:
+        """Mark running; False if the caller cancelled it first."""
+        with self._condition:
+            if self._state != PENDING:
+                return False
+            self._state = RUNNING
+            return True
+
+    def _unstart(self) -> None:
+        """Back to queued: the request was never delivered to a worker."""
+        with self._condition:
+            if self._state == RUNNING:
+                self._state = PENDING
+
+    def _set_progress(self, fraction: float | None, message: str) -> None:
+        self.progress = fraction
+        self.progress_message = message
+        if self._progress_callbacks and not self._progress_queued:
+            self._progress_queued = True
+            run_callback(self, self._run_progress_callbacks)
+
+    def _run_progress_callbacks(self) -> None:
+        self._progress_queued = False  # a report from now on queues another call
+        for fn in list(self._progress_callbacks):
+            try:
+                fn(self)
+            except Exception:  # a display callback must never break another
+                logger.exception("a progress callback of request %s raised", self.request_id)
+
+    def add_done_callback(self, fn: Callable[[concurrent.futures.Future[Any]], object]) -> None:
+        """Call ``fn(future)`` once the request ends, on the library's callback threads.
+
+        Not on the thread that completed the future (the engine's): a callback that
+        blocks, waits for another request or closes the app must not stall it. Done
+        callbacks of one future run in order, after its progress callbacks. On a
+        future already done, ``fn`` runs at once in the calling thread, as the
+        standard ``Future`` does.
+        """
+        if self.done():
+            super().add_done_callback(fn)
+            return
+
+        def hand_off(future: concurrent.futures.Future[Any]) -> None:
+            run_callback(self, lambda: fn(future))
+
+        super().add_done_callback(hand_off)
+
+    def _force_cancel(self) -> None:
+        """Cancel a running future (after terminate): wake result(), wait() and callbacks."""
+        with self._condition:
+            if self._state != RUNNING:
+                return
+            self._state = PENDING
+        self.cancel()
+
+    def __repr__(self) -> str:
+        extra = ""
+        state = self.state
+        if state == "queued":
+            extra = f" position={self.queue_position}"
+        elif state == "running" and self.progress is not None:
+            extra = f" progress={self.progress:.0%}"
+        return f"<InferenceFuture {self.request_id} {state}{extra}>"
+
+    def _repr_html_(self) -> str:
+        return rich.future_html(self)
+
+    def _ipython_display_(self) -> None:
+        # A live progress bar while it runs, then the result's rich display.
+        rich.display_future(self)

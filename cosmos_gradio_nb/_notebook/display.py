@@ -1,0 +1,376 @@
+"""Static HTML for results, futures and apps in a notebook.
+
+A notebook page cannot read the kernel's disk, so a result's videos and images
+are embedded as ``data:`` URIs while they are small; a larger file is linked
+through the Jupyter server's ``files/`` handler when it lies under the server's
+root folder, and otherwise only its path is shown. Everything here is plain
+HTML (no ipywidgets), so it survives in a saved notebook and renders in any
+front end; the live versions are in ``_notebook.form``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .._core.filetypes import mime_of
+from .._core.presentation import (
+    classify_error,
+    classify_error_record,
+    device_label,
+    group_state_style,
+    queue_wording,
+    state_style,
+)
+
+__all__ = [
+    "app_html",
+    "embed_budget",
+    "file_src",
+    "future_html",
+    "result_html",
+    "results_table_html",
+]
+
+
+def embed_budget() -> tuple[int, int]:
+    """Largest file, and largest total, embedded in one output (bytes).
+
+    Why a cap: every embedded byte is stored (base64, +33 %) in the notebook file
+    and sent over the kernel's websocket. ``COSMOS_GRADIO_EMBED_MAX_MB`` sets the
+    per-file cap (default 4 MB); the total is three times that.
+    """
+    from .._core.settings import DeploymentEnv
+
+    per_file = DeploymentEnv().embed_max_mb
+    per_file_bytes = max(0, int(per_file * 1024 * 1024))
+    return per_file_bytes, 3 * per_file_bytes
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _files_url(path: Path) -> str | None:
+    """A same-origin URL for ``path`` through Jupyter's ``files/`` handler, if it can serve it."""
+    from .frontend import jupyter_server_info
+
+    info = jupyter_server_info()
+    if not info or not info.get("root_dir"):
+        return None
+    try:
+        rel = path.resolve().relative_to(Path(info["root_dir"]).resolve())
+    except (ValueError, OSError):
+        return None
+    from urllib.parse import quote
+
+    base = str(info.get("base_url") or "/")
+    return f"{base.rstrip('/')}/files/{quote(rel.as_posix())}"
+
+
+def file_src(path: Path, mime: str, budget: list[int]) -> tuple[str | None, str]:
+    """The ``src`` for an embedded file, and a note for the reader.
+
+    Parameters
+    ----------
+    path:
+        The file on the kernel's disk.
+    mime:
+        Its MIME type for the ``data:`` URI.
+    budget:
+        A one-element list with the bytes still allowed in this output; decreased in place.
+
+    Returns
+    -------
+    (src, note):
+        ``src`` is a data URI, a ``files/`` URL or None (show the path only).
+    """
+    per_file, _total = embed_budget()
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None, f"{path} (missing)"
+    if size <= per_file and size <= budget[0]:
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None, f"{path} (unreadable)"
+        budget[0] -= size
+        return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}", str(path)
+    url = _files_url(path)
+    mb = size / 1024 / 1024
+    if url is not None:
+        return url, f"{path} ({mb:.1f} MB, served by Jupyter)"
+    return None, f"{path} ({mb:.1f} MB, too large to embed: open it from the kernel's disk)"
+
+
+def _figure(media: str, note: str) -> str:
+    """One captioned inline block (a video player or an image)."""
+    return (
+        '<figure style="margin:4px 8px 4px 0;display:inline-block;vertical-align:top">'
+        f'{media}<figcaption style="font-size:11px;color:#6b7280">{_esc(note)}</figcaption></figure>'
+    )
+
+
+def _media_html(videos: Iterable[Path], images: Iterable[Path], budget: list[int]) -> str:
+    parts: list[str] = []
+    for video in videos:
+        src, note = file_src(video, mime_of(video), budget)
+        if src is None:
+            parts.append(f'<div class="cg-note">video: {_esc(note)}</div>')
+            continue
+        parts.append(
+            _figure(
+                '<video controls loop muted autoplay playsinline style="max-width:480px;'
+                f'max-height:360px" src="{_esc(src)}"></video>',
+                note,
+            )
+        )
+    for image in images:
+        src, note = file_src(image, mime_of(image), budget)
+        if src is None:
+            parts.append(f'<div class="cg-note">image: {_esc(note)}</div>')
+            continue
+        parts.append(
+            _figure(
+                f'<img style="max-width:320px;max-height:360px" src="{_esc(src)}" '
+                f'alt="{_esc(image.name)}"/>',
+                note,
+            )
+        )
+    return "".join(parts)
+
+
+def _badge(state: str) -> str:
+    """A request state as a coloured badge: the words and colours of ``_core.presentation``."""
+    style = state_style(state)
+    return _badge_html(style.word, style.color)
+
+
+def _worker_badge(state: str) -> str:
+    style = group_state_style(state)
+    return _badge_html(style.word, style.color)
+
+
+def _badge_html(word: str, color: str) -> str:
+    return (
+        f'<span style="background:{color};color:white;border-radius:4px;padding:1px 6px;'
+        f'font-size:12px">{_esc(word)}</span>'
+    )
+
+
+def _error_html(error: Any) -> str:
+    """An error from status.json (dict) or an exception: title, message, traceback folded.
+
+    Titled as the page titles it (``_core.presentation``), so the two never disagree.
+    """
+    if isinstance(error, BaseException):
+        view = classify_error(error)
+    else:
+        view = classify_error_record(error if isinstance(error, dict) else None)
+    out = (
+        f'<div style="color:#b91c1c;white-space:pre-wrap"><b>{_esc(view.title)}</b>: '
+        f"{_esc(view.message)}</div>"
+    )
+    if view.detail:
+        out += (
+            '<details><summary>traceback</summary><pre style="font-size:11px;white-space:pre-wrap">'
+            f"{_esc(view.detail)}</pre></details>"
+        )
+    return out
+
+
+def _partial_html(paths: list[Path]) -> str:
+    """Files of a stopped or failed run: named, never played (a half-written video breaks)."""
+    if not paths:
+        return ""
+    items = "".join(f"<li><code>{_esc(p)}</code></li>" for p in paths)
+    return (
+        f"<details><summary>{len(paths)} partial file(s) (the run was stopped)</summary>"
+        f'<ul style="margin:0">{items}</ul></details>'
+    )
+
+
+def result_html(res: Any) -> str:
+    """Rich HTML for an ``InferenceResult``: header, inline videos and images, other files.
+
+    Parameters
+    ----------
+    res:
+        An ``InferenceResult`` (anything with ``request_id``, ``output_dir``, ``files``,
+        ``videos``, ``images``, ``status`` and ``duration``).
+    """
+    _per_file, total = embed_budget()
+    budget = [total]
+    status = getattr(res, "status", {}) or {}
+    state = str(status.get("state", "succeeded"))
+    duration = float(getattr(res, "duration", 0.0) or 0.0)
+    videos = [Path(p) for p in getattr(res, "videos", [])]
+    images = [Path(p) for p in getattr(res, "images", [])]
+    media = set(videos) | set(images)
+    others = [Path(p) for p in getattr(res, "files", []) if Path(p) not in media]
+    head = (
+        f'<div style="font-family:sans-serif;font-size:13px"><div>{_badge(state)} '
+        f"request <code>{_esc(res.request_id)}</code> in {duration:.2f} s &middot; "
+        f"<code>{_esc(res.output_dir)}</code></div>"
+    )
+    body = _media_html(videos, images, budget)
+    if status.get("error"):
+        body += _error_html(status["error"])
+    partial = [Path(p) for p in (status.get("files") or {}).get("partial", []) or []]
+    others = [p for p in others if p not in set(partial)]
+    if others:
+        items = "".join(f"<li><code>{_esc(p)}</code></li>" for p in others)
+        body += f'<details><summary>{len(others)} other file(s)</summary><ul style="margin:0">{items}</ul></details>'
+    body += _partial_html(partial)
+    if status.get("broken"):
+        body += f'<div style="color:#7c2d12">{_esc(status["broken"])}</div>'
+    return head + f"<div>{body}</div></div>"
+
+
+def _progress_bar(fraction: float | None) -> str:
+    if fraction is None:
+        return '<progress style="width:240px"></progress>'
+    pct = max(0.0, min(1.0, float(fraction)))
+    return f'<progress style="width:240px" value="{pct:.3f}" max="1"></progress> {pct:.0%}'
+
+
+def future_html(fut: Any) -> str:
+    """HTML for an ``InferenceFuture`` as it is now: state and progress, or its outcome.
+
+    A finished future shows its result (``result_html``) or its error; the live,
+    updating version is ``_widgets.display_future``.
+    """
+    state = fut.state
+    head = f'<div style="font-family:sans-serif;font-size:13px">{_badge(state)} request <code>{_esc(fut.request_id)}</code> '
+    if state == "queued":
+        return head + f"{_esc(queue_wording(fut.queue_position))}</div>"
+    if state == "running":
+        msg = _esc(fut.progress_message or "")
+        return head + f"{_progress_bar(fut.progress)} {msg}</div>"
+    if state == "cancelled":
+        return head + "cancelled</div>"
+    exc = fut.exception(timeout=0)
+    if exc is not None:
+        return head + "</div>" + _error_html(exc)
+    return result_html(fut.result(timeout=0))
+
+
+def _worker_rows(workers: Iterable[Any]) -> str:
+    rows = []
+    for w in workers:
+        rows.append(
+            "<tr>"
+            f"<td>{_esc(w.group)}</td><td>{_esc(w.rank)}</td><td>{_esc(device_label(w.gpu))}</td>"
+            f"<td>{_esc(getattr(w, 'node', '') or '-')}</td>"
+            f"<td>{_esc(w.pid if w.pid is not None else '-')}</td><td>{_worker_badge(str(w.state))}</td>"
+            f"<td><code>{_esc(w.request_id or '')}</code></td><td>{_esc(getattr(w, 'restarts', 0))}</td>"
+            "</tr>"
+        )
+    return "".join(rows)
+
+
+def _job_rows(history: list[Any], limit: int) -> str:
+    rows = []
+    for fut in list(reversed(history))[:limit]:
+        state = fut.state
+        if state == "running":
+            detail = _progress_bar(fut.progress) + " " + _esc(fut.progress_message or "")
+        elif state == "queued":
+            detail = _esc(queue_wording(fut.queue_position))
+        else:
+            detail = ""
+        rows.append(
+            f"<tr><td><code>{_esc(fut.request_id)}</code></td><td>{_badge(state)}</td><td>{detail}</td></tr>"
+        )
+    return "".join(rows)
+
+
+def app_html(app: Any, *, jobs: int = 8) -> str:
+    """A snapshot of an app: its workers, queue length and most recent jobs.
+
+    Parameters
+    ----------
+    app:
+        A ``NotebookApp`` (or anything with ``workers()``, ``queue_length``, ``history``,
+        ``closed`` and ``env``).
+    jobs:
+        How many of the most recent requests to list.
+    """
+    closed = bool(getattr(app, "closed", False))
+    name = getattr(app, "name", None) or getattr(getattr(app, "env", None), "model_name", "app")
+    style = "font-family:sans-serif;font-size:13px;border-collapse:collapse"
+    td = "th,td{padding:1px 8px;text-align:left}"
+    if closed:
+        return f'<div style="{style}"><b>{_esc(name)}</b>: closed</div>'
+    try:
+        workers = list(app.workers())
+    except Exception as exc:  # an app closing under us: show why rather than break the panel
+        return f'<div style="{style}"><b>{_esc(name)}</b>: {_esc(exc)}</div>'
+    history = list(getattr(app, "history", []) or [])
+    queue = getattr(app, "queue_length", 0)
+    out = [
+        f'<div style="{style}"><style>{td}</style>',
+        f"<div><b>{_esc(name)}</b> &middot; {len(workers)} worker(s) &middot; queue: {_esc(queue)}"
+        f" &middot; {len(history)} request(s)</div>",
+        f'<table style="{style}"><tr><th>group</th><th>rank</th><th>device</th><th>node</th><th>pid</th>'
+        f"<th>state</th><th>request</th><th>restarts</th></tr>{_worker_rows(workers)}</table>",
+    ]
+    if history:
+        out.append(
+            f'<table style="{style};margin-top:4px"><tr><th>recent request</th><th>state</th>'
+            f"<th>progress</th></tr>{_job_rows(history, jobs)}</table>"
+        )
+    out.append("</div>")
+    return "".join(out)
+
+
+def results_table_html(results: Any) -> str:
+    """A table of past runs (``load_results``): thumbnail, time, state, duration, parameters.
+
+    Thumbnails are the run's poster (or first image), embedded within the same
+    budget as a result's media; past it, or for runs without images, a dash.
+    """
+    from .._core.history import params_summary
+    from .._core.outputs import iso_time
+
+    _per_file, total = embed_budget()
+    budget = [total]
+    style = "font-family:sans-serif;font-size:12px;border-collapse:collapse"
+    rows = []
+    for res in results:
+        status = res.status or {}
+        state = str(status.get("state", "?"))
+        thumb = "&ndash;"
+        if res.images:
+            src, _note = file_src(Path(res.images[0]), mime_of(res.images[0]), budget)
+            if src is not None:
+                thumb = f'<img src="{_esc(src)}" style="max-width:64px;max-height:48px" alt="thumbnail"/>'
+        when = status.get("queued_at_iso") or iso_time(status.get("queued_at")) or ""
+        dur = status.get("duration")
+        dur_text = f"{float(dur):.2f} s" if isinstance(dur, (int, float)) else ""
+        params = status.get("params")
+        params = params if isinstance(params, dict) else {}
+        extra = _esc(status.get("broken", "")) if state == "broken" else ""
+        if state == "failed" and isinstance(status.get("error"), dict):
+            view = classify_error_record(status["error"])
+            extra = _esc(f"{view.title}: {view.message}"[:160])
+        rows.append(
+            f"<tr><td>{thumb}</td><td>{_esc(str(when)[:19].replace('T', ' '))}</td>"
+            f"<td>{_badge(state)}</td><td>{dur_text}</td>"
+            f"<td><code>{_esc(res.request_id)}</code></td>"
+            f"<td>{_esc(params_summary(params))}{'<br>' + extra if extra else ''}</td></tr>"
+        )
+    head = (
+        f"<div><b>{len(results)}</b> of {getattr(results, 'total', len(results))} runs in "
+        f"<code>{_esc(getattr(results, 'output_dir', ''))}</code>, newest first</div>"
+    )
+    return (
+        f'<div style="{style}">{head}<style>.cg-runs td,.cg-runs th{{padding:2px 8px;'
+        "text-align:left;vertical-align:middle}</style>"
+        f'<table class="cg-runs" style="{style}"><tr><th></th><th>queued (UTC)</th><th>state</th>'
+        f"<th>duration</th><th>request</th><th>parameters</th></tr>{''.join(rows)}</table></div>"
+    )

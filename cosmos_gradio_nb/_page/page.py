@@ -1,0 +1,413 @@
+"""The default Gradio page: request editor, viewer, uploads, history, file browser, log.
+
+:func:`create_gradio_UI` puts three things together: a :class:`Backend` around
+the given ``infer_func`` (which the page calls, whatever it is), the handler
+objects (``handlers``, ``history_panel``, ``files``, each testable without
+a page), and the layout (``layout``); this module only wires them.
+
+Browser tabs, ``gradio_client`` calls and Python futures share the app's one
+queue, so they interleave fairly and N model groups run N requests at once:
+Generate has no Gradio concurrency limit, the engine's queue does the scheduling.
+
+The returned Blocks fills in safe ``launch()`` defaults: only ``OUTPUT_DIR``,
+``UPLOADS_DIR`` and ``LOG_FILE`` are servable (``allowed_paths``), uploads are
+capped (``max_file_size``), errors reach the page (``show_error``), and binding a
+non-loopback address without ``auth`` prints a warning.
+"""
+
+import json
+import logging
+import sys
+from typing import Any
+
+from .._core.provenance import git_info
+from .._core.uploads import max_upload_mb as resolve_upload_mb
+from .backend import Backend
+from .files import FileBrowser
+from .guard import GuardPolicy, PageGuard
+from .handlers import PageHandlers
+from .history_panel import HistoryPanel
+from .layout import Page, build_page
+from .render import CSS, header_info_html, schema_markdown
+
+__all__ = ["create_gradio_UI"]
+
+log = logging.getLogger("cosmos_gradio_nb.ui")
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+_blocks_cls: Any = None
+
+# Keeps the log viewer on its newest line, unless the user scrolled up to read.
+_FOLLOW_LOG_JS = """
+() => {
+  let follow = true, last = null;
+  const tick = () => {
+    const t = document.querySelector('#cg-log textarea');
+    if (!t) return;
+    if (!t.dataset.cgWatched) {
+      t.dataset.cgWatched = '1';
+      t.addEventListener('scroll', () => {
+        follow = t.scrollHeight - t.scrollTop - t.clientHeight < 24;
+      });
+    }
+    if (t.value !== last) {
+      last = t.value;
+      if (follow) t.scrollTop = t.scrollHeight;
+    }
+  };
+  setInterval(tick, 250);
+}
+"""
+
+
+def _cosmos_blocks() -> Any:
+    """A ``gr.Blocks`` subclass whose ``launch`` adds this UI's safe defaults.
+
+    A subclass rather than a patched instance attribute, so that a later
+    wrapper of ``demo.launch`` (the notebook's) still ends up here.
+    """
+    global _blocks_cls
+    if _blocks_cls is not None:
+        return _blocks_cls
+    import gradio as gr
+
+    class CosmosBlocks(gr.Blocks):  # type: ignore[misc]
+        _cosmos_allowed: list[str]
+        _cosmos_max_bytes: int
+        _cosmos_guard: GuardPolicy
+
+        def launch(self, *args: Any, **kwargs: Any) -> Any:
+            from starlette.middleware import Middleware
+
+            app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
+            middleware = list(app_kwargs.get("middleware") or [])
+            middleware.append(Middleware(PageGuard, policy=self._cosmos_guard))
+            kwargs["app_kwargs"] = {**app_kwargs, "middleware": middleware}
+            allowed = list(kwargs.pop("allowed_paths", None) or [])
+            kwargs["allowed_paths"] = allowed + list(self._cosmos_allowed)
+            kwargs.setdefault("max_file_size", self._cosmos_max_bytes)
+            kwargs.setdefault("show_error", True)
+            css = kwargs.get("css")
+            kwargs["css"] = CSS if not css else f"{CSS}\n{css}"
+            if not kwargs.get("js"):
+                kwargs["js"] = _FOLLOW_LOG_JS
+            if "auth" not in kwargs:  # COSMOS_GRADIO_AUTH guards every launch of the page
+                from .._core.settings import DeploymentEnv
+
+                secret = DeploymentEnv().auth
+                if secret:
+                    user, _, password = secret.partition(":")
+                    kwargs["auth"] = (user, password)
+            host = kwargs.get("server_name") or "127.0.0.1"
+            if host not in _LOOPBACK and not kwargs.get("auth"):
+                print(
+                    f"WARNING: serving on {host} without authentication: anyone who can reach "
+                    "this address can run the model and read its outputs. Pass auth=(user, "
+                    "password) (CLI: --auth user:password or COSMOS_GRADIO_AUTH).",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            return super().launch(*args, **kwargs)
+
+        def close(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return super().close(*args, **kwargs)
+            finally:  # the zips this page built; a later launch makes new ones
+                browser = getattr(self, "cosmos_files", None)
+                if browser is not None:
+                    browser.close()
+
+    _blocks_cls = CosmosBlocks
+    return CosmosBlocks
+
+
+def create_gradio_UI(
+    infer_func: Any,
+    header: str = "Cosmos generative model",
+    default_request: dict[str, Any] | None = None,
+    help_text: str | None = None,
+    *,
+    max_upload_mb: float | None = None,
+) -> Any:
+    """Build the default page for a model served by ``infer_func``.
+
+    Parameters
+    ----------
+    infer_func:
+        Called with each request's parameters (a dict), in a thread. Usually
+        ``app.infer`` of a :class:`NotebookApp` or :class:`GradioApp`; a wrapper or
+        a lambda around it works the same, progress, queue position and Cancel
+        included, because the page follows the future the app's ``submit``
+        creates during the call. A returned future is followed to its end; a
+        plain result (an ``InferenceResult``, a dict with ``videos``/``images``/
+        ``files``, anything else) is shown when the function returns.
+    header:
+        Title shown at the top of the page and in the browser tab.
+    default_request:
+        The JSON the editor starts with; default: the validator's pydantic
+        defaults (``app.default_request``), else ``{}``.
+    help_text:
+        Markdown shown above the parameter table in the "Parameters" panel.
+    max_upload_mb:
+        Upload size limit in MB; default env ``MAX_UPLOAD_MB``, else 500.
+
+    Returns
+    -------
+    gradio.Blocks
+        Call ``.launch(server_name=..., server_port=...)`` on it. It adds
+        ``allowed_paths`` (outputs, uploads, log file), ``max_file_size`` and
+        ``show_error=True`` to whatever you pass.
+    """
+    backend = Backend(infer_func)
+    limit_mb = resolve_upload_mb(max_upload_mb)
+    if default_request is None:
+        default_request = backend.default_request() or {}
+    backend.output_dir.mkdir(parents=True, exist_ok=True)
+    backend.uploads_dir.mkdir(parents=True, exist_ok=True)
+    schema_md = schema_markdown(backend.params_schema(), default_request)
+    demo = _build(
+        backend,
+        header=header,
+        default_request=default_request,
+        help_md="\n\n".join(p for p in (help_text, schema_md) if p),
+        limit_mb=limit_mb,
+    )
+    demo._cosmos_allowed = [
+        str(backend.output_dir),
+        str(backend.uploads_dir),
+        str(backend.log_file),
+    ]
+    demo._cosmos_max_bytes = int(limit_mb * 1024 * 1024)
+    demo._cosmos_guard = GuardPolicy(
+        max_request_bytes=backend.max_request_bytes,
+        output_dir=backend.output_dir,
+        uploads_dir=backend.uploads_dir,
+        log_file=backend.log_file,
+    )
+    demo.cosmos_backend = backend  # for tests and the notebook helper
+
+    from .._notebook.launch import install_launch
+
+    install_launch(demo)
+    return demo
+
+
+def _build(
+    backend: Backend,
+    *,
+    header: str,
+    default_request: dict[str, Any],
+    help_md: str,
+    limit_mb: float,
+) -> Any:
+    """The Blocks: handler objects, the layout, and the wiring between them."""
+    default_text = json.dumps(default_request, indent=2)
+    handlers = PageHandlers(backend, default_text, limit_mb)
+    history = HistoryPanel(backend, defaults=default_request)
+    browser = FileBrowser(backend)
+    info = header_info_html(
+        model_name=backend.model_name,
+        app_name=backend.app_name,
+        started_at=backend.started_at,
+        git=git_info(),
+        device=backend.devices_label(),
+    )
+    # Gradio's cache (GRADIO_TEMP_DIR) keeps every upload and every output it served:
+    # files older than UPLOAD_CACHE_MAX_AGE are deleted, checked twice per that age.
+    age = max(1, int(float(getattr(backend.env, "upload_cache_max_age", 86400))))
+    cache = (max(1, min(age, 3600) // 2), age)
+    blocks_cls = _cosmos_blocks()
+    with blocks_cls(
+        title=header, analytics_enabled=False, fill_width=True, delete_cache=cache
+    ) as demo:
+        page = build_page(
+            header=header,
+            header_info_html=info,
+            default_text=default_text,
+            limit_mb=limit_mb,
+            help_md=help_md,
+            log_file=backend.log_file,
+        )
+        _wire_generate(page, handlers)
+        _wire_history(page, history)
+        _wire_files(page, browser)
+        _wire_api(page, handlers)
+        listing = [page.hist_table, page.hist_label, page.hist_offset, page.hist_ids, page.hist_sig]
+        private: dict[str, Any] = {"queue": False, "api_visibility": "private"}
+        demo.load(
+            handlers.on_load,
+            outputs=[page.earlier, page.log, page.workers, page.log_sig],
+            **private,
+        )
+        demo.load(
+            history.render, inputs=[page.hist_offset, page.hist_search], outputs=listing, **private
+        )
+    demo.cosmos_handlers = handlers
+    demo.cosmos_history = history
+    demo.cosmos_files = browser
+    return demo
+
+
+def _wire_generate(page: Page, h: PageHandlers) -> None:
+    """Generate, Cancel, Reset, uploads, and the once-a-second log and workers refresh."""
+    private: dict[str, Any] = {"api_visibility": "private"}
+    page.generate.click(
+        h.run_request,
+        inputs=[page.editor],
+        outputs=[page.status, page.video, page.gallery, page.file_links, page.status_json],
+        concurrency_limit=None,
+        show_progress="hidden",
+        **private,
+    )
+    page.cancel.click(h.cancel, outputs=[page.cancel_note], queue=False, **private)
+    page.generate.click(lambda: "", outputs=[page.cancel_note], queue=False, **private)
+    page.reset.click(lambda: h.default_text, outputs=[page.editor], queue=False, **private)
+    page.upload.upload(
+        h.on_upload,
+        inputs=[page.upload],
+        outputs=[page.earlier, page.upload_path, page.upload_msg],
+        **private,
+    )
+    page.earlier.input(
+        h.on_select_upload, inputs=[page.earlier], outputs=[page.upload_path], **private
+    )
+    page.insert.click(
+        h.on_insert,
+        inputs=[page.editor, page.earlier],
+        outputs=[page.editor, page.upload_msg],
+        queue=False,
+        **private,
+    )
+    page.timer.tick(
+        h.refresh,
+        inputs=[page.log_sig],
+        outputs=[page.log, page.workers, page.log_sig],
+        queue=False,
+        show_progress="hidden",
+        **private,
+    )
+
+
+def _wire_history(page: Page, hist: HistoryPanel) -> None:
+    """The history list (load, page, search, refresh on a timer) and one run's details."""
+    private: dict[str, Any] = {"api_visibility": "private", "show_progress": "hidden"}
+    listing = [page.hist_table, page.hist_label, page.hist_offset, page.hist_ids, page.hist_sig]
+    where = [page.hist_offset, page.hist_search]
+    detail = [
+        page.hist_panel,
+        page.hist_video,
+        page.hist_gallery,
+        page.hist_files,
+        page.hist_params,
+        page.hist_status,
+        page.hist_selected,
+    ]
+    page.hist_refresh.click(hist.render, inputs=where, outputs=listing, **private)
+    page.hist_tab.select(hist.render, inputs=where, outputs=listing, **private)
+    page.hist_older.click(hist.older, inputs=where, outputs=listing, **private)
+    page.hist_newer.click(hist.newer, inputs=where, outputs=listing, **private)
+    page.hist_search.submit(hist.search, inputs=[page.hist_search], outputs=listing, **private)
+    page.hist_timer.tick(
+        hist.refresh, inputs=[*where, page.hist_sig], outputs=listing, queue=False, **private
+    )
+    page.hist_table.select(hist.select, inputs=[page.hist_ids], outputs=detail, **private)
+    page.hist_load.click(
+        hist.load_into_editor,
+        inputs=[page.hist_selected],
+        outputs=[page.editor, page.tabs, page.hist_note],
+        **private,
+    )
+    # A run that ends in this page shows up at once, not at the next tick.
+    page.status.change(
+        hist.refresh, inputs=[*where, page.hist_sig], outputs=listing, queue=False, **private
+    )
+
+
+def _wire_files(page: Page, fb: FileBrowser) -> None:
+    private: dict[str, Any] = {"api_visibility": "private", "show_progress": "hidden"}
+    fast = {**private, "queue": False}  # listing and preview: quick, no queue overlay
+    folder_outputs = [page.fb_folder, page.fb_file, page.fb_folder_note]
+    preview = [
+        page.fb_video,
+        page.fb_image,
+        page.fb_json,
+        page.fb_text,
+        page.fb_download,
+        page.fb_info,
+    ]
+    page.fb_root.change(
+        fb.folders, inputs=[page.fb_root, page.fb_filter], outputs=folder_outputs, **fast
+    )
+    page.fb_filter.submit(
+        fb.folders, inputs=[page.fb_root, page.fb_filter], outputs=folder_outputs, **fast
+    )
+    page.fb_folder.input(
+        fb.files,
+        inputs=[page.fb_root, page.fb_folder],
+        outputs=[page.fb_file, page.fb_zip_download],
+        **fast,
+    )
+    page.fb_file.input(
+        fb.preview, inputs=[page.fb_root, page.fb_folder, page.fb_file], outputs=preview, **fast
+    )
+    page.fb_zip.click(
+        fb.zip_folder,
+        inputs=[page.fb_root, page.fb_folder],
+        outputs=[page.fb_zip_download, page.fb_zip_note],
+        **private,
+    )
+    page.fb_tab.select(
+        fb.folders, inputs=[page.fb_root, page.fb_filter], outputs=folder_outputs, **fast
+    )
+
+
+def _wire_api(page: Page, h: PageHandlers) -> None:
+    """The endpoints scripts call with ``gradio_client`` (documented in the README)."""
+    page.api_generate.click(
+        h.api_generate,
+        inputs=[page.api_in],
+        outputs=[page.api_status, page.api_files],
+        api_name="generate",
+        api_description="Run one request (its JSON text); returns its status JSON and output files.",
+        concurrency_limit=None,
+    )
+    page.api_stream.click(
+        h.api_generate_stream,
+        inputs=[page.api_in],
+        outputs=[page.api_status, page.api_files],
+        api_name="generate_stream",
+        api_description="Run one request, yielding its state (queued, position, progress) as it "
+        "goes, then its status JSON and output files.",
+        concurrency_limit=None,
+    )
+    page.api_default.click(
+        h.api_default_request,
+        outputs=[page.api_default_out],
+        api_name="generate_default_request",
+        api_description="The default request as JSON text, to edit and send to /generate.",
+        queue=False,
+    )
+    page.api_upload.click(
+        h.api_upload_file,
+        inputs=[page.api_upload_in],
+        outputs=[page.api_upload_out],
+        api_name="upload_file",
+        api_description="Store one file under UPLOADS_DIR; returns its server path, to put in "
+        "a request (for example as image).",
+    )
+    page.api_list.click(
+        h.api_upload_file_list,
+        outputs=[page.api_list_out],
+        api_name="upload_file_list",
+        api_description="Files stored by earlier uploads, newest first.",
+        queue=False,
+    )
+    page.api_status_btn.click(
+        h.api_request_status,
+        inputs=[page.api_id_in],
+        outputs=[page.api_id_out],
+        api_name="request_status",
+        api_description="A request's state by id: live (queue position, progress) while it "
+        "waits or runs, then its status JSON.",
+        queue=False,
+    )
