@@ -14,7 +14,6 @@ import gc
 import importlib
 import os
 import signal
-import socket
 import sys
 import threading
 from collections.abc import Sequence
@@ -45,15 +44,6 @@ def _load_object(value: str) -> Any:
         except AttributeError:
             raise SystemExit(f"error: --validator {value!r}: {module!r} has no {attr!r}") from None
     return obj
-
-
-def _auth(value: str | None) -> tuple[str, str] | None:
-    if not value:
-        return None
-    user, sep, password = value.partition(":")
-    if not sep or not user or not password:
-        raise SystemExit("error: --auth / COSMOS_GRADIO_AUTH must be 'user:password'")
-    return user, password
 
 
 def _flag(value: str) -> bool:
@@ -139,26 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
 def port_problem(host: str, port: int) -> str | None:
     """Why ``host:port`` cannot be served on, or None: checked before any worker starts.
 
-    Binding a throw-away socket as the server would (``SO_REUSEADDR``, so a port
-    in TIME_WAIT is not mistaken for a busy one) answers in microseconds, where
+    Binding a throw-away socket as the server would answers in microseconds, where
     the server itself would fail only after the model has loaded.
     """
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except OSError as exc:
-        return f"--host {host!r} cannot be resolved ({exc.strerror or exc})"
-    family, kind, proto, _name, addr = infos[0]
-    with socket.socket(family, kind, proto) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(addr)
-        except OSError as exc:
-            why = exc.strerror or str(exc)
-            return (
-                f"--port {port} cannot be used on {host} ({why}): stop what serves there, "
-                "or pick another port with --port N"
-            )
-    return None
+    from ._core.net import bind_problem
+
+    why = bind_problem(host, port)
+    if why is None:
+        return None
+    if "cannot be resolved" in why:
+        return f"--host {why}"
+    return (
+        f"--port {port} cannot be used on {host} ({why}): stop what serves there, "
+        "or pick another port with --port N"
+    )
 
 
 def _wait_ready(app: Any, stop: threading.Event) -> int | None:
@@ -186,7 +170,7 @@ def serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     """Run the server until ``stop`` is set (by SIGINT/SIGTERM when run from :func:`main`)."""
     from ._app.apps import NotebookApp
     from ._core.exceptions import CosmosGradioError
-    from ._core.settings import DeploymentEnv
+    from ._core.settings import DeploymentEnv, parse_auth
     from ._page.page import create_gradio_UI
 
     factory = args.factory or SAMPLE_FACTORY
@@ -194,7 +178,7 @@ def serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     validator_spec = args.validator or (SAMPLE_VALIDATOR if args.factory is None else None)
     validator = _load_object(validator_spec) if validator_spec else None
     try:
-        auth = _auth(DeploymentEnv(auth=args.auth).auth)
+        auth = parse_auth(DeploymentEnv(auth=args.auth).auth)
     except CosmosGradioError as exc:
         raise SystemExit(f"error: {exc}") from None
     header = args.header or ("Sample video model" if args.factory is None else module)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .._core.exceptions import CosmosGradioError
+from .._core.net import free_port
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -43,13 +44,6 @@ __all__ = [
 MAX_LINE_BYTES = 64 * 1024  # longer lines are cut, and say so
 READ_BYTES = 1024 * 1024  # read at most this much per call: others get their turn
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on ``host`` now (for a group's MASTER_PORT)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def signal_name(code: int | None) -> str | None:

@@ -11,6 +11,7 @@ the error tree), never by matching class-name strings. Standard library only.
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -26,10 +27,17 @@ __all__ = [
     "classify_error",
     "classify_error_record",
     "device_label",
+    "esc",
     "group_state_style",
     "queue_wording",
     "state_style",
 ]
+
+
+def esc(value: Any) -> str:
+    """``value`` as text safe inside HTML, attribute values included: the one escape of
+    every HTML this package writes (the page, the notebook's displays, the widgets)."""
+    return html.escape(str(value), quote=True)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .exceptions import ValidationError
 
-__all__ = ["DeploymentEnv", "app_settings", "env_var"]
+__all__ = ["DeploymentEnv", "app_settings", "env_var", "parse_auth"]
 
 Backend = Literal["local", "ray"]
 
@@ -150,10 +150,7 @@ class DeploymentEnv(BaseSettings):
     @field_validator("auth")
     @classmethod
     def _check_auth(cls, value: str | None) -> str | None:
-        if value:
-            user, sep, password = value.partition(":")
-            if not sep or not user or not password:
-                raise ValueError("must be 'user:password'")
+        parse_auth(value)
         return value or None
 
     @model_validator(mode="after")
@@ -241,3 +238,17 @@ def app_settings() -> list[str]:
         if not isinstance(extra, dict) or extra.get("app", True):
             out.append(name)
     return out
+
+
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    """``"user:password"`` as ``(user, password)``; None for no value.
+
+    The password may contain ``:``; the user may not. Raises ValueError naming the
+    expected form. The one parser of ``COSMOS_GRADIO_AUTH`` and ``--auth``.
+    """
+    if not value:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise ValueError("must be 'user:password'")
+    return user, password

@@ -11,8 +11,8 @@ front end; the live versions are in ``_notebook.form``.
 from __future__ import annotations
 
 import base64
-import html
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,14 @@ from .._core.presentation import (
     classify_error,
     classify_error_record,
     device_label,
+    esc,
     group_state_style,
     queue_wording,
     state_style,
 )
 
 __all__ = [
+    "EmbedBudget",
     "app_html",
     "embed_budget",
     "file_src",
@@ -36,8 +38,16 @@ __all__ = [
 ]
 
 
-def embed_budget() -> tuple[int, int]:
-    """Largest file, and largest total, embedded in one output (bytes).
+@dataclass
+class EmbedBudget:
+    """What one notebook output may still embed: a cap per file and bytes left in all."""
+
+    per_file: int
+    left: int
+
+
+def embed_budget() -> EmbedBudget:
+    """The budget of one output, read once from the settings (bytes).
 
     Why a cap: every embedded byte is stored (base64, +33 %) in the notebook file
     and sent over the kernel's websocket. ``COSMOS_GRADIO_EMBED_MAX_MB`` sets the
@@ -45,13 +55,8 @@ def embed_budget() -> tuple[int, int]:
     """
     from .._core.settings import DeploymentEnv
 
-    per_file = DeploymentEnv().embed_max_mb
-    per_file_bytes = max(0, int(per_file * 1024 * 1024))
-    return per_file_bytes, 3 * per_file_bytes
-
-
-def _esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    per_file = max(0, int(DeploymentEnv().embed_max_mb * 1024 * 1024))
+    return EmbedBudget(per_file=per_file, left=3 * per_file)
 
 
 def _files_url(path: Path) -> str | None:
@@ -71,7 +76,7 @@ def _files_url(path: Path) -> str | None:
     return f"{base.rstrip('/')}/files/{quote(rel.as_posix())}"
 
 
-def file_src(path: Path, mime: str, budget: list[int]) -> tuple[str | None, str]:
+def file_src(path: Path, mime: str, budget: EmbedBudget) -> tuple[str | None, str]:
     """The ``src`` for an embedded file, and a note for the reader.
 
     Parameters
@@ -81,24 +86,23 @@ def file_src(path: Path, mime: str, budget: list[int]) -> tuple[str | None, str]
     mime:
         Its MIME type for the ``data:`` URI.
     budget:
-        A one-element list with the bytes still allowed in this output; decreased in place.
+        This output's :class:`EmbedBudget`; what is embedded is taken from it.
 
     Returns
     -------
     (src, note):
         ``src`` is a data URI, a ``files/`` URL or None (show the path only).
     """
-    per_file, _total = embed_budget()
     try:
         size = path.stat().st_size
     except OSError:
         return None, f"{path} (missing)"
-    if size <= per_file and size <= budget[0]:
+    if size <= budget.per_file and size <= budget.left:
         try:
             data = path.read_bytes()
         except OSError:
             return None, f"{path} (unreadable)"
-        budget[0] -= size
+        budget.left -= size
         return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}", str(path)
     url = _files_url(path)
     mb = size / 1024 / 1024
@@ -111,33 +115,33 @@ def _figure(media: str, note: str) -> str:
     """One captioned inline block (a video player or an image)."""
     return (
         '<figure style="margin:4px 8px 4px 0;display:inline-block;vertical-align:top">'
-        f'{media}<figcaption style="font-size:11px;color:#6b7280">{_esc(note)}</figcaption></figure>'
+        f'{media}<figcaption style="font-size:11px;color:#6b7280">{esc(note)}</figcaption></figure>'
     )
 
 
-def _media_html(videos: Iterable[Path], images: Iterable[Path], budget: list[int]) -> str:
+def _media_html(videos: Iterable[Path], images: Iterable[Path], budget: EmbedBudget) -> str:
     parts: list[str] = []
     for video in videos:
         src, note = file_src(video, mime_of(video), budget)
         if src is None:
-            parts.append(f'<div class="cg-note">video: {_esc(note)}</div>')
+            parts.append(f'<div class="cg-note">video: {esc(note)}</div>')
             continue
         parts.append(
             _figure(
                 '<video controls loop muted autoplay playsinline style="max-width:480px;'
-                f'max-height:360px" src="{_esc(src)}"></video>',
+                f'max-height:360px" src="{esc(src)}"></video>',
                 note,
             )
         )
     for image in images:
         src, note = file_src(image, mime_of(image), budget)
         if src is None:
-            parts.append(f'<div class="cg-note">image: {_esc(note)}</div>')
+            parts.append(f'<div class="cg-note">image: {esc(note)}</div>')
             continue
         parts.append(
             _figure(
-                f'<img style="max-width:320px;max-height:360px" src="{_esc(src)}" '
-                f'alt="{_esc(image.name)}"/>',
+                f'<img style="max-width:320px;max-height:360px" src="{esc(src)}" '
+                f'alt="{esc(image.name)}"/>',
                 note,
             )
         )
@@ -158,7 +162,7 @@ def _worker_badge(state: str) -> str:
 def _badge_html(word: str, color: str) -> str:
     return (
         f'<span style="background:{color};color:white;border-radius:4px;padding:1px 6px;'
-        f'font-size:12px">{_esc(word)}</span>'
+        f'font-size:12px">{esc(word)}</span>'
     )
 
 
@@ -172,13 +176,13 @@ def _error_html(error: Any) -> str:
     else:
         view = classify_error_record(error if isinstance(error, dict) else None)
     out = (
-        f'<div style="color:#b91c1c;white-space:pre-wrap"><b>{_esc(view.title)}</b>: '
-        f"{_esc(view.message)}</div>"
+        f'<div style="color:#b91c1c;white-space:pre-wrap"><b>{esc(view.title)}</b>: '
+        f"{esc(view.message)}</div>"
     )
     if view.detail:
         out += (
             '<details><summary>traceback</summary><pre style="font-size:11px;white-space:pre-wrap">'
-            f"{_esc(view.detail)}</pre></details>"
+            f"{esc(view.detail)}</pre></details>"
         )
     return out
 
@@ -187,7 +191,7 @@ def _partial_html(paths: list[Path]) -> str:
     """Files of a stopped or failed run: named, never played (a half-written video breaks)."""
     if not paths:
         return ""
-    items = "".join(f"<li><code>{_esc(p)}</code></li>" for p in paths)
+    items = "".join(f"<li><code>{esc(p)}</code></li>" for p in paths)
     return (
         f"<details><summary>{len(paths)} partial file(s) (the run was stopped)</summary>"
         f'<ul style="margin:0">{items}</ul></details>'
@@ -203,8 +207,7 @@ def result_html(res: Any) -> str:
         An ``InferenceResult`` (anything with ``request_id``, ``output_dir``, ``files``,
         ``videos``, ``images``, ``status`` and ``duration``).
     """
-    _per_file, total = embed_budget()
-    budget = [total]
+    budget = embed_budget()
     status = getattr(res, "status", {}) or {}
     state = str(status.get("state", "succeeded"))
     duration = float(getattr(res, "duration", 0.0) or 0.0)
@@ -214,8 +217,8 @@ def result_html(res: Any) -> str:
     others = [Path(p) for p in getattr(res, "files", []) if Path(p) not in media]
     head = (
         f'<div style="font-family:sans-serif;font-size:13px"><div>{_badge(state)} '
-        f"request <code>{_esc(res.request_id)}</code> in {duration:.2f} s &middot; "
-        f"<code>{_esc(res.output_dir)}</code></div>"
+        f"request <code>{esc(res.request_id)}</code> in {duration:.2f} s &middot; "
+        f"<code>{esc(res.output_dir)}</code></div>"
     )
     body = _media_html(videos, images, budget)
     if status.get("error"):
@@ -223,11 +226,11 @@ def result_html(res: Any) -> str:
     partial = [Path(p) for p in (status.get("files") or {}).get("partial", []) or []]
     others = [p for p in others if p not in set(partial)]
     if others:
-        items = "".join(f"<li><code>{_esc(p)}</code></li>" for p in others)
+        items = "".join(f"<li><code>{esc(p)}</code></li>" for p in others)
         body += f'<details><summary>{len(others)} other file(s)</summary><ul style="margin:0">{items}</ul></details>'
     body += _partial_html(partial)
     if status.get("broken"):
-        body += f'<div style="color:#7c2d12">{_esc(status["broken"])}</div>'
+        body += f'<div style="color:#7c2d12">{esc(status["broken"])}</div>'
     return head + f"<div>{body}</div></div>"
 
 
@@ -245,11 +248,11 @@ def future_html(fut: Any) -> str:
     updating version is ``_widgets.display_future``.
     """
     state = fut.state
-    head = f'<div style="font-family:sans-serif;font-size:13px">{_badge(state)} request <code>{_esc(fut.request_id)}</code> '
+    head = f'<div style="font-family:sans-serif;font-size:13px">{_badge(state)} request <code>{esc(fut.request_id)}</code> '
     if state == "queued":
-        return head + f"{_esc(queue_wording(fut.queue_position))}</div>"
+        return head + f"{esc(queue_wording(fut.queue_position))}</div>"
     if state == "running":
-        msg = _esc(fut.progress_message or "")
+        msg = esc(fut.progress_message or "")
         return head + f"{_progress_bar(fut.progress)} {msg}</div>"
     if state == "cancelled":
         return head + "cancelled</div>"
@@ -264,10 +267,10 @@ def _worker_rows(workers: Iterable[Any]) -> str:
     for w in workers:
         rows.append(
             "<tr>"
-            f"<td>{_esc(w.group)}</td><td>{_esc(w.rank)}</td><td>{_esc(device_label(w.gpu))}</td>"
-            f"<td>{_esc(getattr(w, 'node', '') or '-')}</td>"
-            f"<td>{_esc(w.pid if w.pid is not None else '-')}</td><td>{_worker_badge(str(w.state))}</td>"
-            f"<td><code>{_esc(w.request_id or '')}</code></td><td>{_esc(getattr(w, 'restarts', 0))}</td>"
+            f"<td>{esc(w.group)}</td><td>{esc(w.rank)}</td><td>{esc(device_label(w.gpu))}</td>"
+            f"<td>{esc(getattr(w, 'node', '') or '-')}</td>"
+            f"<td>{esc(w.pid if w.pid is not None else '-')}</td><td>{_worker_badge(str(w.state))}</td>"
+            f"<td><code>{esc(w.request_id or '')}</code></td><td>{esc(getattr(w, 'restarts', 0))}</td>"
             "</tr>"
         )
     return "".join(rows)
@@ -278,13 +281,13 @@ def _job_rows(history: list[Any], limit: int) -> str:
     for fut in list(reversed(history))[:limit]:
         state = fut.state
         if state == "running":
-            detail = _progress_bar(fut.progress) + " " + _esc(fut.progress_message or "")
+            detail = _progress_bar(fut.progress) + " " + esc(fut.progress_message or "")
         elif state == "queued":
-            detail = _esc(queue_wording(fut.queue_position))
+            detail = esc(queue_wording(fut.queue_position))
         else:
             detail = ""
         rows.append(
-            f"<tr><td><code>{_esc(fut.request_id)}</code></td><td>{_badge(state)}</td><td>{detail}</td></tr>"
+            f"<tr><td><code>{esc(fut.request_id)}</code></td><td>{_badge(state)}</td><td>{detail}</td></tr>"
         )
     return "".join(rows)
 
@@ -305,16 +308,16 @@ def app_html(app: Any, *, jobs: int = 8) -> str:
     style = "font-family:sans-serif;font-size:13px;border-collapse:collapse"
     td = "th,td{padding:1px 8px;text-align:left}"
     if closed:
-        return f'<div style="{style}"><b>{_esc(name)}</b>: closed</div>'
+        return f'<div style="{style}"><b>{esc(name)}</b>: closed</div>'
     try:
         workers = list(app.workers())
     except Exception as exc:  # an app closing under us: show why rather than break the panel
-        return f'<div style="{style}"><b>{_esc(name)}</b>: {_esc(exc)}</div>'
+        return f'<div style="{style}"><b>{esc(name)}</b>: {esc(exc)}</div>'
     history = list(getattr(app, "history", []) or [])
     queue = getattr(app, "queue_length", 0)
     out = [
         f'<div style="{style}"><style>{td}</style>',
-        f"<div><b>{_esc(name)}</b> &middot; {len(workers)} worker(s) &middot; queue: {_esc(queue)}"
+        f"<div><b>{esc(name)}</b> &middot; {len(workers)} worker(s) &middot; queue: {esc(queue)}"
         f" &middot; {len(history)} request(s)</div>",
         f'<table style="{style}"><tr><th>group</th><th>rank</th><th>device</th><th>node</th><th>pid</th>'
         f"<th>state</th><th>request</th><th>restarts</th></tr>{_worker_rows(workers)}</table>",
@@ -337,8 +340,7 @@ def results_table_html(results: Any) -> str:
     from .._core.history import params_summary
     from .._core.outputs import iso_time
 
-    _per_file, total = embed_budget()
-    budget = [total]
+    budget = embed_budget()
     style = "font-family:sans-serif;font-size:12px;border-collapse:collapse"
     rows = []
     for res in results:
@@ -348,25 +350,25 @@ def results_table_html(results: Any) -> str:
         if res.images:
             src, _note = file_src(Path(res.images[0]), mime_of(res.images[0]), budget)
             if src is not None:
-                thumb = f'<img src="{_esc(src)}" style="max-width:64px;max-height:48px" alt="thumbnail"/>'
+                thumb = f'<img src="{esc(src)}" style="max-width:64px;max-height:48px" alt="thumbnail"/>'
         when = status.get("queued_at_iso") or iso_time(status.get("queued_at")) or ""
         dur = status.get("duration")
         dur_text = f"{float(dur):.2f} s" if isinstance(dur, (int, float)) else ""
         params = status.get("params")
         params = params if isinstance(params, dict) else {}
-        extra = _esc(status.get("broken", "")) if state == "broken" else ""
+        extra = esc(status.get("broken", "")) if state == "broken" else ""
         if state == "failed" and isinstance(status.get("error"), dict):
             view = classify_error_record(status["error"])
-            extra = _esc(f"{view.title}: {view.message}"[:160])
+            extra = esc(f"{view.title}: {view.message}"[:160])
         rows.append(
-            f"<tr><td>{thumb}</td><td>{_esc(str(when)[:19].replace('T', ' '))}</td>"
+            f"<tr><td>{thumb}</td><td>{esc(str(when)[:19].replace('T', ' '))}</td>"
             f"<td>{_badge(state)}</td><td>{dur_text}</td>"
-            f"<td><code>{_esc(res.request_id)}</code></td>"
-            f"<td>{_esc(params_summary(params))}{'<br>' + extra if extra else ''}</td></tr>"
+            f"<td><code>{esc(res.request_id)}</code></td>"
+            f"<td>{esc(params_summary(params))}{'<br>' + extra if extra else ''}</td></tr>"
         )
     head = (
         f"<div><b>{len(results)}</b> of {getattr(results, 'total', len(results))} runs in "
-        f"<code>{_esc(getattr(results, 'output_dir', ''))}</code>, newest first</div>"
+        f"<code>{esc(getattr(results, 'output_dir', ''))}</code>, newest first</div>"
     )
     return (
         f'<div style="{style}">{head}<style>.cg-runs td,.cg-runs th{{padding:2px 8px;'

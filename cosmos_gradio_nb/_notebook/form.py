@@ -20,7 +20,7 @@ import ipywidgets as widgets
 from .._core.exceptions import CosmosGradioError, ValidationError
 from .._core.filetypes import FileKind, kind_of
 from .._core.logtail import read_tail
-from .._core.presentation import classify_error, queue_wording
+from .._core.presentation import classify_error, esc, queue_wording
 from .._core.request_text import parse_request_json
 from .._core.uploads import ALLOWED_EXTENSIONS, UploadRejected, json_key_for, store_upload
 from . import display as _display
@@ -56,11 +56,9 @@ def _media_widget(path: Path) -> widgets.Widget:
     try:
         size = path.stat().st_size
     except OSError:
-        return widgets.HTML(f"<i>missing: {_display._esc(path)}</i>")
+        return widgets.HTML(f"<i>missing: {esc(path)}</i>")
     if size > SHOW_LIMIT_MB * 1024 * 1024:
-        return widgets.HTML(
-            f"<i>{_display._esc(path)} ({size / 2**20:.0f} MB) is too large to show here</i>"
-        )
+        return widgets.HTML(f"<i>{esc(path)} ({size / 2**20:.0f} MB) is too large to show here</i>")
     suffix = path.suffix.lower()
     data = path.read_bytes()
     if kind_of(path) is FileKind.VIDEO:
@@ -104,7 +102,7 @@ class WidgetUI:
         default = getattr(app, "default_request", None) or {}
         box = widgets.Layout(width="100%")
 
-        self.title = widgets.HTML(f"<h3 style='margin:4px 0'>{_display._esc(title)}</h3>")
+        self.title = widgets.HTML(f"<h3 style='margin:4px 0'>{esc(title)}</h3>")
         self.editor = widgets.Textarea(
             value=json.dumps(default, indent=2),
             layout=widgets.Layout(width="100%", height="220px"),
@@ -173,8 +171,7 @@ class WidgetUI:
         if problem is not None:
             set_html(
                 self.feedback,
-                f"<span style='color:#b91c1c;white-space:pre-wrap'>&#10007; "
-                f"{_display._esc(problem)}</span>",
+                f"<span style='color:#b91c1c;white-space:pre-wrap'>&#10007; {esc(problem)}</span>",
             )
             return None
         set_html(self.feedback, "<span style='color:#15803d'>&#10003; valid request</span>")
@@ -221,11 +218,9 @@ class WidgetUI:
             try:
                 path = self.save_upload(item["name"], bytes(item["content"]))
             except CosmosGradioError as exc:
-                set_html(
-                    self.upload_note, f"<span style='color:#b91c1c'>{_display._esc(exc)}</span>"
-                )
+                set_html(self.upload_note, f"<span style='color:#b91c1c'>{esc(exc)}</span>")
             else:
-                set_html(self.upload_note, f"saved <code>{_display._esc(path)}</code>")
+                set_html(self.upload_note, f"saved <code>{esc(path)}</code>")
         if files:
             self.upload.value = ()  # drop the bytes from the widget's state
 
@@ -244,8 +239,8 @@ class WidgetUI:
             view = classify_error(exc)
             set_html(
                 self.state,
-                f"<span style='color:#b91c1c;white-space:pre-wrap'>{_display._esc(view.title)}: "
-                f"{_display._esc(view.message)}</span>",
+                f"<span style='color:#b91c1c;white-space:pre-wrap'>{esc(view.title)}: "
+                f"{esc(view.message)}</span>",
             )
             return None
         self.future = fut
@@ -275,7 +270,7 @@ class WidgetUI:
             text = ""
         set_html(
             self.state,
-            f"{_display._badge(state)} <code>{_display._esc(fut.request_id)}</code> {_display._esc(text)}",
+            f"{_display._badge(state)} <code>{esc(fut.request_id)}</code> {esc(text)}",
         )
 
     def _on_progress(self, fut: Any) -> None:
@@ -304,11 +299,11 @@ class WidgetUI:
         self.progress.bar_style = "success"
         self.outputs.children = tuple(_media_widget(Path(p)) for p in [*res.videos, *res.images])
         others = [p for p in res.files if p not in set(res.videos) | set(res.images)]
-        note = "".join(f"<div><code>{_display._esc(p)}</code></div>" for p in others)
+        note = "".join(f"<div><code>{esc(p)}</code></div>" for p in others)
         self.status.value = (
-            f"<div>{res.duration:.2f} s &middot; <code>{_display._esc(res.output_dir)}</code></div>{note}"
+            f"<div>{res.duration:.2f} s &middot; <code>{esc(res.output_dir)}</code></div>{note}"
             f"<details><summary>status.json</summary><pre style='font-size:11px'>"
-            f"{_display._esc(json.dumps(res.status, indent=2, default=str))}</pre></details>"
+            f"{esc(json.dumps(res.status, indent=2, default=str))}</pre></details>"
         )
 
     def tick(self) -> bool:
@@ -324,7 +319,7 @@ class WidgetUI:
             lines = tail_lines(self.log_file)
             if lines != self._log_shown:
                 self._log_shown = lines
-                text = _display._esc("\n".join(lines))
+                text = esc("\n".join(lines))
                 self.log.value = (
                     f"<pre style='font-size:11px;max-height:240px;overflow:auto'>{text}</pre>"
                 )
@@ -340,7 +335,7 @@ def _partial_files_html(fut: Any) -> str:
         return ""
     if not partial:
         return ""
-    items = "".join(f"<div><code>{_display._esc(p)}</code></div>" for p in partial)
+    items = "".join(f"<div><code>{esc(p)}</code></div>" for p in partial)
     return f"<div>Partial files (the run was stopped; not playable):{items}</div>"
 
 

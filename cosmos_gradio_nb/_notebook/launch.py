@@ -29,12 +29,13 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-import socket
 import threading
 import time
 import weakref
 from typing import Any
 
+from .._core.net import bind_problem
+from .._core.presentation import esc
 from .frontend import Frontend, check_proxy_version, detect_frontend
 
 __all__ = ["find_free_port", "install_launch", "notebook_launch"]
@@ -45,26 +46,11 @@ _IFRAME_HEIGHT = 900
 
 
 # -- ports and our servers ------------------------------------------------------------------
-def _port_free(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether Gradio could listen on ``port``: bound as it binds (SO_REUSEADDR).
-
-    Without SO_REUSEADDR, connections of a just-closed server lingering in
-    TIME_WAIT (the proxy keeps keep-alive connections) would look like a listener.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def find_free_port(start: int | None = None, host: str = "127.0.0.1") -> int:
     """The first free port from ``start`` (``GRADIO_SERVER_PORT`` or 7860), as Gradio scans."""
     first = start or int(os.environ.get("GRADIO_SERVER_PORT") or _DEFAULT_PORT)
     for port in range(first, first + _PORT_RANGE):
-        if _port_free(port, host):
+        if bind_problem(host, port) is None:
             return port
     raise OSError(f"no free port in {first}..{first + _PORT_RANGE - 1}: pass server_port=")
 
@@ -113,7 +99,7 @@ def _wait_free(port: int, host: str, timeout: float = 5.0) -> bool:
     """Wait (bounded) until a port we just closed can be bound again."""
     deadline = time.monotonic() + timeout
     while True:
-        if _port_free(port, host):
+        if bind_problem(host, port) is None:
             return True
         if time.monotonic() > deadline:
             return False
@@ -129,11 +115,9 @@ def _slot(demo: Any, app: Any) -> str:
 
 # -- display --------------------------------------------------------------------------------
 def _iframe_html(src: str, height: int | str, width: int | str = "100%") -> str:
-    import html
-
     h = f"{height}px" if isinstance(height, int) else str(height)
     w = f"{width}px" if isinstance(width, int) else str(width)
-    url = html.escape(src, quote=True)
+    url = esc(src)
     return (
         f'<div class="cosmos-gradio-ui"><iframe src="{url}" '
         f'style="width:{w};height:{h};border:0" '

@@ -6,17 +6,15 @@ refresh costs one ``stat`` of OUTPUT_DIR (the sorted listing is cached until it
 changes) plus one ``stat`` per shown run, and re-renders only when one changed.
 """
 
-import html
 import json
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
 from .._core.history import HistoryPage, RunRecord, page_of_runs, params_summary
 from .._core.outputs import STATUS_FILE, iso_time
-from .._core.presentation import classify_error_record, state_style
+from .._core.presentation import classify_error_record, esc, state_style
 from .backend import Backend
 from .handlers import live_state
 from .render import error_html, file_url, files_html, status_html
@@ -25,18 +23,6 @@ __all__ = ["HISTORY_COLUMNS", "PAGE_SIZE", "HistoryPanel"]
 
 PAGE_SIZE = 20
 HISTORY_COLUMNS = ["", "queued (UTC)", "state", "duration", "request", "parameters"]
-
-
-@dataclass
-class _Shown:
-    """What the panel shows now: for skipping refreshes that would change nothing."""
-
-    signature: tuple[Any, ...]
-    ids: list[str]
-
-
-def _esc(text: Any) -> str:
-    return html.escape(str(text), quote=True)
 
 
 class HistoryPanel:
@@ -81,7 +67,7 @@ class HistoryPanel:
     def _row(self, rec: RunRecord, pending: dict[str, Any]) -> list[str]:
         thumb = rec.thumbnail
         img = (
-            f'<img src="{_esc(file_url(thumb))}" alt="thumbnail" class="cg-thumb"/>'
+            f'<img src="{esc(file_url(thumb))}" alt="thumbnail" class="cg-thumb"/>'
             if thumb is not None
             else ""
         )
@@ -146,7 +132,7 @@ class HistoryPanel:
         if rec is None:
             note = "Select a run in the list." if not request_id else f"No run {request_id}."
             return (
-                f'<div class="cg-note">{_esc(note)}</div>',
+                f'<div class="cg-note">{esc(note)}</div>',
                 None,
                 [],
                 "",

@@ -6,13 +6,13 @@ can wire handlers to them and tests can find them by ``elem_id``. Three tabs
 log below them.
 """
 
-import html
 import json
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
+from .._core.presentation import esc
 from .._core.uploads import ALLOWED_EXTENSIONS
 from .history_panel import HISTORY_COLUMNS
 from .render import status_html
@@ -324,10 +324,10 @@ def _log_area(log_file: Any) -> dict[str, Any]:
             show_label=False,
             elem_id="cg-log",
         )
-        name = html.escape(log_file.name, quote=True)
-        where = html.escape(str(log_file))
+        name = esc(log_file.name)
+        where = esc(log_file)
         gr.HTML(
-            f'<a href="gradio_api/file={html.escape(str(log_file), quote=True)}" download="{name}" '
+            f'<a href="gradio_api/file={esc(log_file)}" download="{name}" '
             f'id="cg-log-download">Download the whole log</a> '
             f'<span style="opacity:.6">({where})</span>',
         )
@@ -380,7 +380,3 @@ def build_page(
     parts.update(_log_area(log_file))
     parts.update(_api_components(default_text))
     return Page(tabs=tabs, **parts)
-
-
-def default_text_of(default_request: dict[str, Any]) -> str:
-    return json.dumps(default_request, indent=2)

@@ -21,6 +21,7 @@ import sys
 from typing import Any
 
 from .._core.provenance import git_info
+from .._core.settings import parse_auth
 from .._core.uploads import max_upload_mb as resolve_upload_mb
 from .backend import Backend
 from .files import FileBrowser
@@ -75,6 +76,7 @@ def _cosmos_blocks() -> Any:
         _cosmos_allowed: list[str]
         _cosmos_max_bytes: int
         _cosmos_guard: GuardPolicy
+        cosmos_backend: Backend
 
         def launch(self, *args: Any, **kwargs: Any) -> Any:
             from starlette.middleware import Middleware
@@ -92,12 +94,7 @@ def _cosmos_blocks() -> Any:
             if not kwargs.get("js"):
                 kwargs["js"] = _FOLLOW_LOG_JS
             if "auth" not in kwargs:  # COSMOS_GRADIO_AUTH guards every launch of the page
-                from .._core.settings import DeploymentEnv
-
-                secret = DeploymentEnv().auth
-                if secret:
-                    user, _, password = secret.partition(":")
-                    kwargs["auth"] = (user, password)
+                kwargs["auth"] = parse_auth(self.cosmos_backend.env.auth)
             host = kwargs.get("server_name") or "127.0.0.1"
             if host not in _LOOPBACK and not kwargs.get("auth"):
                 print(
@@ -159,7 +156,9 @@ def create_gradio_UI(
         ``show_error=True`` to whatever you pass.
     """
     backend = Backend(infer_func)
-    limit_mb = resolve_upload_mb(max_upload_mb)
+    limit_mb = resolve_upload_mb(
+        backend.env.max_upload_mb if max_upload_mb is None else max_upload_mb
+    )
     if default_request is None:
         default_request = backend.default_request() or {}
     backend.output_dir.mkdir(parents=True, exist_ok=True)

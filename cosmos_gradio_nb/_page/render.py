@@ -8,7 +8,6 @@ error with its remote traceback, a crash or a timeout with what happened next.
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,7 +15,14 @@ from typing import Any
 from urllib.parse import quote
 
 from .._core.exceptions import WorkerCrashedError
-from .._core.presentation import STATES, ErrorCategory, classify_error, queue_wording, state_style
+from .._core.presentation import (
+    STATES,
+    ErrorCategory,
+    classify_error,
+    esc,
+    queue_wording,
+    state_style,
+)
 
 __all__ = [
     "CSS",
@@ -66,14 +72,10 @@ CSS = (
 )
 
 
-def _esc(text: Any) -> str:
-    return html.escape(str(text), quote=True)
-
-
 def _panel(state: str, text: str, meta: str = "", extra: str = "") -> str:
     return (
         f'<div class="cg-status cg-{state}" data-state="{state}">'
-        f'<div class="cg-line"><span class="cg-badge">{_esc(state_style(state).word)}</span>'
+        f'<div class="cg-line"><span class="cg-badge">{esc(state_style(state).word)}</span>'
         f'<span class="cg-text">{text}</span><span class="cg-meta">{meta}</span></div>'
         f"{extra}</div>"
     )
@@ -82,7 +84,7 @@ def _panel(state: str, text: str, meta: str = "", extra: str = "") -> str:
 def _meta(request_id: str = "", elapsed: float | None = None) -> str:
     parts = []
     if request_id:
-        parts.append(f"request {_esc(request_id)}")
+        parts.append(f"request {esc(request_id)}")
     if elapsed is not None:
         parts.append(f"{elapsed:.1f} s")
     return " · ".join(parts)
@@ -108,17 +110,17 @@ def error_html(
     extra = ""
     if rest.strip():
         if "^" in rest and message.startswith("Invalid JSON"):  # line and caret: keep columns
-            extra += f"<pre>{_esc(rest)}</pre>"
+            extra += f"<pre>{esc(rest)}</pre>"
         else:
-            items = "".join(f"<li>{_esc(line)}</li>" for line in message.splitlines() if line)
+            items = "".join(f"<li>{esc(line)}</li>" for line in message.splitlines() if line)
             extra += f'<ul class="cg-problems">{items}</ul>'
             first = ""
     if detail.strip():
         extra += (
-            f"<details open><summary>{_esc(detail_label)}</summary>"
-            f"<pre>{_esc(detail.rstrip())}</pre></details>"
+            f"<details open><summary>{esc(detail_label)}</summary>"
+            f"<pre>{esc(detail.rstrip())}</pre></details>"
         )
-    text = f"<b>{_esc(title)}</b>" + (f": {_esc(first)}" if first else "") if title else _esc(first)
+    text = f"<b>{esc(title)}</b>" + (f": {esc(first)}" if first else "") if title else esc(first)
     return _panel(state, text, _meta(request_id, elapsed), extra)
 
 
@@ -173,19 +175,19 @@ def status_html(
         text = f"waiting for a free worker: {queue_wording(queue_position)}"
     elif state == "running":
         pct = None if progress is None else max(0.0, min(1.0, progress))
-        text = _esc(message) if message else "running on a worker"
+        text = esc(message) if message else "running on a worker"
         if pct is not None:
-            text = f"{pct:.0%}" + (f" · {_esc(message)}" if message else "")
+            text = f"{pct:.0%}" + (f" · {esc(message)}" if message else "")
             bar = f'<div class="cg-bar"><div style="width:{pct * 100:.1f}%"></div></div>'
         else:
             bar = '<div class="cg-bar"><div style="width:3%"></div></div>'
     elif state == "idle":
         text = "Edit the request and press Generate."
     else:
-        text = _esc(note)
+        text = esc(note)
         note = ""
     if note:
-        text += f" · {_esc(note)}"
+        text += f" · {esc(note)}"
     return _panel(state, text, _meta(request_id, elapsed), bar)
 
 
@@ -196,8 +198,8 @@ def file_url(path: str | Path) -> str:
 
 def _links(paths: Iterable[str], css: str = "") -> str:
     items = "".join(
-        f'<li class="{css}"><a href="{_esc(file_url(p))}" download="{_esc(Path(p).name)}">'
-        f"{_esc(Path(p).name)}</a></li>"
+        f'<li class="{css}"><a href="{esc(file_url(p))}" download="{esc(Path(p).name)}">'
+        f"{esc(Path(p).name)}</a></li>"
         for p in paths
     )
     return f"<ul>{items}</ul>" if items else ""
@@ -257,19 +259,15 @@ def header_info_html(
     from .._core.outputs import iso_time
 
     since = (iso_time(started_at) or "")[:19].replace("T", " ")
-    parts = [f"model <b>{_esc(model_name or '?')}</b>"]
+    parts = [f"model <b>{esc(model_name or '?')}</b>"]
     if app_name:
-        parts.append(f"<code>{_esc(app_name)}</code>")
-    parts.append(f"on {_esc(device)}")
-    parts.append(f"serving since {_esc(since)} UTC")
+        parts.append(f"<code>{esc(app_name)}</code>")
+    parts.append(f"on {esc(device)}")
+    parts.append(f"serving since {esc(since)} UTC")
     if git is not None:
         parts.append(
-            f"git <b>{_esc(git.name)}</b> <code>{_esc(git.branch)}</code> @ "
-            f"<code>{_esc(git.commit)}</code>"
-            + (
-                f' <span title="{_esc(git.remote)}">({_esc(git.remote)})</span>'
-                if git.remote
-                else ""
-            )
+            f"git <b>{esc(git.name)}</b> <code>{esc(git.branch)}</code> @ "
+            f"<code>{esc(git.commit)}</code>"
+            + (f' <span title="{esc(git.remote)}">({esc(git.remote)})</span>' if git.remote else "")
         )
     return '<div class="cg-header-info">' + " · ".join(parts) + "</div>"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from cosmos_gradio_nb._core.net import bind_problem
 from cosmos_gradio_nb._notebook import frontend, launch
 from cosmos_gradio_nb._notebook.serverproxy import setup_cosmos_gradio
 
@@ -69,7 +70,7 @@ def test_find_free_port_skips_a_listener() -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         busy = sock.getsockname()[1]
-        assert not launch._port_free(busy)
+        assert bind_problem("127.0.0.1", busy) is not None
         assert launch.find_free_port(start=busy) != busy
 
 

@@ -69,7 +69,8 @@ def test_binding_beyond_loopback_without_auth_prints_a_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     from cosmos_gradio_nb import create_gradio_UI
-    from cosmos_gradio_nb._cli import _auth
+    from cosmos_gradio_nb._cli import main
+    from cosmos_gradio_nb._core.settings import parse_auth
 
     monkeypatch.setenv("OUTPUT_DIR", str(tmp_path / "outputs"))
     monkeypatch.setenv("UPLOADS_DIR", str(tmp_path / "uploads"))
@@ -88,9 +89,11 @@ def test_binding_beyond_loopback_without_auth_prints_a_warning(
             assert ("without authentication" in err) is warned, err
         finally:
             demo.close()
-    assert _auth("user:pa:ss") == ("user", "pa:ss")
-    with pytest.raises(SystemExit, match="user:password"):
-        _auth("nocolon")
+    assert parse_auth("user:pa:ss") == ("user", "pa:ss")
+    with pytest.raises(ValueError, match="user:password"):
+        parse_auth("nocolon")
+    with pytest.raises(SystemExit, match=r"COSMOS_GRADIO_AUTH.*user:password"):
+        main(["serve", "--auth", "nocolon", "--port", str(free_port())])
 
 
 def test_exit_with_parent_stops_serve_and_its_workers_when_the_parent_dies(tmp_path: Path) -> None:
