@@ -15,6 +15,7 @@ from .._backends.local import LocalBackend
 from .._core import rich
 from .._core.exceptions import ValidationError
 from .._core.protocol import FactorySpec
+from .._core.public import public
 from .._core.result import InferenceResult
 from .._core.settings import DeploymentEnv, app_settings
 from .._core.validation import app_asset_dirs, check_json, make_validator, pydantic_model_of
@@ -332,6 +333,7 @@ class _BaseApp:
         )
 
 
+@public
 class NotebookApp(_BaseApp):
     """The app for notebooks and scripts: returns at once, ``infer`` gives a future.
 
@@ -362,6 +364,7 @@ class NotebookApp(_BaseApp):
         rich.display_app(self)
 
 
+@public
 class GradioApp(_BaseApp):
     """The seed's app: the constructor waits for the workers, ``infer`` blocks.
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .public import public
+
 __all__ = [
     "AppClosedError",
     "CosmosGradioError",
@@ -38,6 +40,7 @@ __all__ = [
 ]
 
 
+@public
 class CosmosGradioError(Exception):
     """Root of every error raised by cosmos_gradio_nb.
 
@@ -63,14 +66,17 @@ class CosmosGradioError(Exception):
         return self.message
 
 
+@public
 class RequestRefusedError(CosmosGradioError):
     """The request was refused before it was queued; nothing ran. Fix it, or wait, and resend."""
 
 
+@public
 class WorkerError(CosmosGradioError):
     """The request failed on the workers: the model raised, or its process died or hung."""
 
 
+@public
 class ValidationError(RequestRefusedError, ValueError):
     """The request's parameters were rejected before they were queued.
 
@@ -83,6 +89,7 @@ class ValidationError(RequestRefusedError, ValueError):
     key: str | None = None
 
 
+@public
 class InferenceError(WorkerError):
     """The model's ``infer`` raised. The worker stays up and serves the next request.
 
@@ -102,6 +109,7 @@ class InferenceError(WorkerError):
     remote_traceback: str = ""
 
 
+@public
 class WorkerCrashedError(WorkerError):
     """A worker process died while running the request; its group is restarted.
 
@@ -125,6 +133,7 @@ class WorkerCrashedError(WorkerError):
     last_log_lines: list[str] = []
 
 
+@public
 class InferenceTimeoutError(WorkerError, TimeoutError):
     """The request ran longer than its timeout; its group was restarted."""
 
@@ -132,6 +141,7 @@ class InferenceTimeoutError(WorkerError, TimeoutError):
     timeout: float | None = None
 
 
+@public
 class WorkerStartupError(WorkerError):
     """The model factory failed (or a worker died) while starting.
 
@@ -148,9 +158,11 @@ class WorkerStartupError(WorkerError):
     remote_traceback: str = ""
 
 
+@public
 class QueueFullError(RequestRefusedError):
     """``max_queue_size`` requests are already waiting; try again later."""
 
 
+@public
 class AppClosedError(CosmosGradioError):
     """The app was closed: new requests are refused and pending ones fail with this."""

@@ -27,6 +27,7 @@ from typing import Any, overload
 
 from . import rich
 from .outputs import STATUS_FILE
+from .public import public
 from .result import InferenceResult
 
 __all__ = [
@@ -352,6 +353,7 @@ class ResultList(Sequence["InferenceResult"]):
         return rich.results_html(self)
 
 
+@public
 def load_results(
     output_dir: str | os.PathLike[str] | None = None,
     *,

@@ -10,9 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import rich
+from .public import public
+
 __all__ = ["InferenceResult"]
 
 
+@public
 @dataclass
 class InferenceResult:
     """What one finished request produced.
@@ -46,6 +50,4 @@ class InferenceResult:
 
     def _repr_html_(self) -> str:
         # Rich display in notebooks: video players and images inline.
-        from .._notebook.display import result_html
-
-        return result_html(self)
+        return rich.result_html(self)

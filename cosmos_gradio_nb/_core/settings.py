@@ -19,6 +19,7 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .exceptions import ValidationError
+from .public import public
 
 __all__ = ["DeploymentEnv", "app_settings", "env_var", "parse_auth"]
 
@@ -37,6 +38,7 @@ def _setting(
     return Field(default, description=description, json_schema_extra=extra, **kw)
 
 
+@public
 class DeploymentEnv(BaseSettings):
     """Where the app writes, how many workers it starts and where, and the page's limits.
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import ValidationError
+from .public import public
 
 __all__ = ["Validator", "check_asset_path", "make_validator", "pydantic_model_of"]
 
@@ -227,6 +228,7 @@ def allowed_asset_dirs(extra: Iterable[str | Path] = ()) -> list[Path]:
     return [Path(d).expanduser().resolve() for d in dirs]
 
 
+@public
 def check_asset_path(path: str | Path, allowed_dirs: Iterable[str | Path] | None = None) -> Path:
     """Resolve an asset path from request parameters and refuse one outside the allowed folders.
 

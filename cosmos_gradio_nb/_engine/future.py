@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._core import rich
+from .._core.public import public
 from .callbacks import run_callback
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ logger = logging.getLogger("cosmos_gradio_nb")
 RequestState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
+@public
 class InferenceFuture(concurrent.futures.Future):  # type: ignore[type-arg]
     """A ``concurrent.futures.Future`` for one request, with queue and progress state.
 

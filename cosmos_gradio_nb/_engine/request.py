@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._core.outputs import new_request_id, request_folder
 from .._core.protocol import FactorySpec
+from .._core.public import public
 from .._core.result import InferenceResult
 from .._core.settings import DeploymentEnv
 from .future import InferenceFuture
@@ -75,6 +76,7 @@ class Request:
             self.log.append(line)
 
 
+@public
 @dataclass
 class WorkerInfo:
     """A snapshot of one worker process, for displays."""

@@ -26,6 +26,7 @@ from .._core.presentation import (
     queue_wording,
     state_style,
 )
+from .views import AppView, FutureView, ResultsView, ResultView, WorkerView
 
 __all__ = [
     "EmbedBudget",
@@ -198,7 +199,7 @@ def _partial_html(paths: list[Path]) -> str:
     )
 
 
-def result_html(res: Any) -> str:
+def result_html(res: ResultView) -> str:
     """Rich HTML for an ``InferenceResult``: header, inline videos and images, other files.
 
     Parameters
@@ -241,7 +242,7 @@ def _progress_bar(fraction: float | None) -> str:
     return f'<progress style="width:240px" value="{pct:.3f}" max="1"></progress> {pct:.0%}'
 
 
-def future_html(fut: Any) -> str:
+def future_html(fut: FutureView) -> str:
     """HTML for an ``InferenceFuture`` as it is now: state and progress, or its outcome.
 
     A finished future shows its result (``result_html``) or its error; the live,
@@ -262,7 +263,7 @@ def future_html(fut: Any) -> str:
     return result_html(fut.result(timeout=0))
 
 
-def _worker_rows(workers: Iterable[Any]) -> str:
+def _worker_rows(workers: Iterable[WorkerView]) -> str:
     rows = []
     for w in workers:
         rows.append(
@@ -276,7 +277,7 @@ def _worker_rows(workers: Iterable[Any]) -> str:
     return "".join(rows)
 
 
-def _job_rows(history: list[Any], limit: int) -> str:
+def _job_rows(history: list[FutureView], limit: int) -> str:
     rows = []
     for fut in list(reversed(history))[:limit]:
         state = fut.state
@@ -292,7 +293,7 @@ def _job_rows(history: list[Any], limit: int) -> str:
     return "".join(rows)
 
 
-def app_html(app: Any, *, jobs: int = 8) -> str:
+def app_html(app: AppView, *, jobs: int = 8) -> str:
     """A snapshot of an app: its workers, queue length and most recent jobs.
 
     Parameters
@@ -331,7 +332,7 @@ def app_html(app: Any, *, jobs: int = 8) -> str:
     return "".join(out)
 
 
-def results_table_html(results: Any) -> str:
+def results_table_html(results: ResultsView) -> str:
     """A table of past runs (``load_results``): thumbnail, time, state, duration, parameters.
 
     Thumbnails are the run's poster (or first image), embedded within the same

@@ -21,10 +21,12 @@ from .._core.exceptions import CosmosGradioError, ValidationError
 from .._core.filetypes import FileKind, kind_of
 from .._core.logtail import read_tail
 from .._core.presentation import classify_error, esc, queue_wording
+from .._core.public import public
 from .._core.request_text import parse_request_json
 from .._core.uploads import ALLOWED_EXTENSIONS, UploadRejected, json_key_for, store_upload
 from . import display as _display
 from .panels import alive, set_html, ticker
+from .views import AppView, FutureView
 
 __all__ = ["WidgetUI", "create_widget_UI", "json_error", "tail_lines"]
 
@@ -90,11 +92,11 @@ class WidgetUI:
     """
 
     def __init__(
-        self, app: Any, header: str | None = None, upload_limit_mb: float = UPLOAD_LIMIT_MB
-    ):
+        self, app: AppView, header: str | None = None, upload_limit_mb: float = UPLOAD_LIMIT_MB
+    ) -> None:
         self.app = app
         self.upload_limit = int(upload_limit_mb * 1024 * 1024)
-        self.future: Any = None
+        self.future: FutureView | None = None
         env = getattr(app, "env", None)
         self.uploads_dir = Path(getattr(env, "uploads_dir", "uploads"))
         self.log_file = Path(getattr(env, "log_file", "")) if env is not None else None
@@ -228,7 +230,7 @@ class WidgetUI:
     def _on_generate(self, _button: Any) -> None:
         self.submit()
 
-    def submit(self) -> Any:
+    def submit(self) -> FutureView | None:
         """Validate and queue the editor's request; returns its future (or None if refused)."""
         params = self.check()
         if params is None:
@@ -259,7 +261,7 @@ class WidgetUI:
         if fut is not None and not fut.done():
             fut.terminate()
 
-    def _show_state(self, fut: Any) -> None:
+    def _show_state(self, fut: FutureView) -> None:
         state = fut.state
         if state == "queued":
             text = queue_wording(fut.queue_position)
@@ -273,14 +275,14 @@ class WidgetUI:
             f"{_display._badge(state)} <code>{esc(fut.request_id)}</code> {esc(text)}",
         )
 
-    def _on_progress(self, fut: Any) -> None:
+    def _on_progress(self, fut: FutureView) -> None:
         if fut is not self.future:
             return
         if fut.progress is not None:
             self.progress.value = float(fut.progress)
         self._show_state(fut)
 
-    def _on_done(self, fut: Any) -> None:
+    def _on_done(self, fut: FutureView) -> None:
         if fut is not self.future:
             return
         self.cancel.disabled = True
@@ -326,7 +328,7 @@ class WidgetUI:
         return True
 
 
-def _partial_files_html(fut: Any) -> str:
+def _partial_files_html(fut: FutureView) -> str:
     """The files a stopped or failed request left (status.json lists them as partial)."""
     try:
         status = json.loads((Path(fut.output_dir) / "status.json").read_text())
@@ -339,8 +341,9 @@ def _partial_files_html(fut: Any) -> str:
     return f"<div>Partial files (the run was stopped; not playable):{items}</div>"
 
 
+@public
 def create_widget_UI(
-    app: Any, header: str | None = None, upload_limit_mb: float = UPLOAD_LIMIT_MB
+    app: AppView, header: str | None = None, upload_limit_mb: float = UPLOAD_LIMIT_MB
 ) -> widgets.VBox:
     """The default UI as ipywidgets, on ``app``'s queue: for front ends without iframes.
 

@@ -18,6 +18,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from . import display as _display
+from .views import AppView, FutureView
 
 __all__ = ["app_panel", "display_app_panel", "display_future", "future_widget", "ticker"]
 
@@ -84,7 +85,7 @@ def set_html(widget: widgets.HTML, text: str) -> None:
 
 
 # -- live panels the apps and futures display ---------------------------------------------------
-def app_panel(app: Any, interval: float = 0.5) -> widgets.HTML:
+def app_panel(app: AppView, interval: float = 0.5) -> widgets.HTML:
     """An HTML widget showing ``app_html(app)``, refreshed while the app lives and it is shown."""
     panel = widgets.HTML(_display.app_html(app))
     app_ref = weakref.ref(app)
@@ -121,13 +122,13 @@ def _display_live(widget: widgets.Widget, html_text: str, plain: str) -> None:
     display(data, raw=True)
 
 
-def display_app_panel(app: Any) -> None:
+def display_app_panel(app: AppView) -> None:
     """Display the live app panel in the current cell (``NotebookApp._ipython_display_``)."""
     panel = app_panel(app)
     _display_live(panel, panel.value, repr(app))
 
 
-def future_widget(fut: Any) -> widgets.Widget:
+def future_widget(fut: FutureView) -> widgets.Widget:
     """A live progress bar for a pending future, replaced by its result's display when done."""
     if fut.done():
         return widgets.HTML(_display.future_html(fut))
@@ -156,7 +157,7 @@ def future_widget(fut: Any) -> widgets.Widget:
     return box
 
 
-def display_future(fut: Any) -> None:
+def display_future(fut: FutureView) -> None:
     """Display a future live in the current cell (``InferenceFuture._ipython_display_``)."""
     if fut.done():  # nothing will change: plain HTML, no widget to keep alive
         from IPython.display import display

@@ -21,6 +21,7 @@ import sys
 from typing import Any
 
 from .._core.provenance import git_info
+from .._core.public import public
 from .._core.settings import parse_auth
 from .._core.uploads import max_upload_mb as resolve_upload_mb
 from .backend import Backend
@@ -118,6 +119,7 @@ def _cosmos_blocks() -> Any:
     return CosmosBlocks
 
 
+@public
 def create_gradio_UI(
     infer_func: Any,
     header: str = "Cosmos generative model",

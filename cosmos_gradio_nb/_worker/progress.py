@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .._core.public import public
+
 __all__ = ["install_tqdm_hook", "report_progress", "set_reporter"]
 
 # Set by the worker loop while a request runs on rank 0; None elsewhere.
@@ -27,6 +29,7 @@ def set_reporter(fn: Callable[[float | None, str], None] | None) -> None:
     _last_fraction = None
 
 
+@public
 def report_progress(fraction: float | None, message: str = "") -> None:
     """Tell the caller how far the current request has got.
 

@@ -43,6 +43,19 @@ def test_public_names_are_pinned() -> None:
         assert getattr(cg, name) is not None
 
 
+def test_public_names_are_the_packages_own() -> None:
+    """Reprs, tracebacks and pickles name ``cosmos_gradio_nb``, never a private module."""
+    for name in cg.__all__:
+        assert getattr(cg, name).__module__ == "cosmos_gradio_nb", name
+    assert repr(cg.WorkerCrashedError) == "<class 'cosmos_gradio_nb.WorkerCrashedError'>"
+    result = cg.InferenceResult("ab12", Path("/tmp"), status={"state": "succeeded"})
+    data = pickle.dumps(result)
+    assert b"cosmos_gradio_nb._" not in data and pickle.loads(data) == result
+    error = cg.ValidationError("bad", key="seed")
+    data = pickle.dumps(error)
+    assert b"cosmos_gradio_nb._" not in data and pickle.loads(data).key == "seed"
+
+
 def test_import_is_light() -> None:
     code = (
         "import sys, cosmos_gradio_nb; "
