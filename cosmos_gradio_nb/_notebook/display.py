@@ -31,7 +31,9 @@ from .views import AppView, FutureView, ResultsView, ResultView, WorkerView
 __all__ = [
     "EmbedBudget",
     "app_html",
+    "badge",
     "embed_budget",
+    "error_html",
     "file_src",
     "future_html",
     "result_html",
@@ -149,7 +151,7 @@ def _media_html(videos: Iterable[Path], images: Iterable[Path], budget: EmbedBud
     return "".join(parts)
 
 
-def _badge(state: str) -> str:
+def badge(state: str) -> str:
     """A request state as a coloured badge: the words and colours of ``_core.presentation``."""
     style = state_style(state)
     return _badge_html(style.word, style.color)
@@ -167,7 +169,7 @@ def _badge_html(word: str, color: str) -> str:
     )
 
 
-def _error_html(error: Any) -> str:
+def error_html(error: Any) -> str:
     """An error from status.json (dict) or an exception: title, message, traceback folded.
 
     Titled as the page titles it (``_core.presentation``), so the two never disagree.
@@ -217,13 +219,13 @@ def result_html(res: ResultView) -> str:
     media = set(videos) | set(images)
     others = [Path(p) for p in getattr(res, "files", []) if Path(p) not in media]
     head = (
-        f'<div style="font-family:sans-serif;font-size:13px"><div>{_badge(state)} '
+        f'<div style="font-family:sans-serif;font-size:13px"><div>{badge(state)} '
         f"request <code>{esc(res.request_id)}</code> in {duration:.2f} s &middot; "
         f"<code>{esc(res.output_dir)}</code></div>"
     )
     body = _media_html(videos, images, budget)
     if status.get("error"):
-        body += _error_html(status["error"])
+        body += error_html(status["error"])
     partial = [Path(p) for p in (status.get("files") or {}).get("partial", []) or []]
     others = [p for p in others if p not in set(partial)]
     if others:
@@ -249,7 +251,7 @@ def future_html(fut: FutureView) -> str:
     updating version is ``_widgets.display_future``.
     """
     state = fut.state
-    head = f'<div style="font-family:sans-serif;font-size:13px">{_badge(state)} request <code>{esc(fut.request_id)}</code> '
+    head = f'<div style="font-family:sans-serif;font-size:13px">{badge(state)} request <code>{esc(fut.request_id)}</code> '
     if state == "queued":
         return head + f"{esc(queue_wording(fut.queue_position))}</div>"
     if state == "running":
@@ -259,7 +261,7 @@ def future_html(fut: FutureView) -> str:
         return head + "cancelled</div>"
     exc = fut.exception(timeout=0)
     if exc is not None:
-        return head + "</div>" + _error_html(exc)
+        return head + "</div>" + error_html(exc)
     return result_html(fut.result(timeout=0))
 
 
@@ -288,7 +290,7 @@ def _job_rows(history: list[FutureView], limit: int) -> str:
         else:
             detail = ""
         rows.append(
-            f"<tr><td><code>{esc(fut.request_id)}</code></td><td>{_badge(state)}</td><td>{detail}</td></tr>"
+            f"<tr><td><code>{esc(fut.request_id)}</code></td><td>{badge(state)}</td><td>{detail}</td></tr>"
         )
     return "".join(rows)
 
@@ -363,7 +365,7 @@ def results_table_html(results: ResultsView) -> str:
             extra = esc(f"{view.title}: {view.message}"[:160])
         rows.append(
             f"<tr><td>{thumb}</td><td>{esc(str(when)[:19].replace('T', ' '))}</td>"
-            f"<td>{_badge(state)}</td><td>{dur_text}</td>"
+            f"<td>{badge(state)}</td><td>{dur_text}</td>"
             f"<td><code>{esc(res.request_id)}</code></td>"
             f"<td>{esc(params_summary(params))}{'<br>' + extra if extra else ''}</td></tr>"
         )

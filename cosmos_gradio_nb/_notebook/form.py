@@ -272,7 +272,7 @@ class WidgetUI:
             text = ""
         set_html(
             self.state,
-            f"{_display._badge(state)} <code>{esc(fut.request_id)}</code> {esc(text)}",
+            f"{_display.badge(state)} <code>{esc(fut.request_id)}</code> {esc(text)}",
         )
 
     def _on_progress(self, fut: FutureView) -> None:
@@ -294,7 +294,7 @@ class WidgetUI:
         exc = fut.exception()
         if exc is not None:
             self.progress.bar_style = "danger"
-            self.status.value = _display._error_html(exc) + _partial_files_html(fut)
+            self.status.value = _display.error_html(exc) + _partial_files_html(fut)
             return
         res = fut.result()
         self.progress.value = 1.0

@@ -40,8 +40,8 @@ def test_every_front_end_uses_the_same_state_colours() -> None:
     for state in ("queued", "running", "succeeded", "failed", "cancelled"):
         style = STATES[state]
         assert f".cg-{state} .cg-badge {{ background: {style.color}; }}" in CSS
-        assert f"background:{style.color}" in _display._badge(state)
-        assert f">{style.word}<" in _display._badge(state)
+        assert f"background:{style.color}" in _display.badge(state)
+        assert f">{style.word}<" in _display.badge(state)
     assert ">queued<" in status_html("queued", queue_position=0)
     assert STATES["queued"].color != STATES["cancelled"].color
 
