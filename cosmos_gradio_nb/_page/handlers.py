@@ -20,14 +20,13 @@ import gradio as gr
 from .._core.history import list_run_names, read_run
 from .._core.logtail import read_tail
 from .._core.presentation import classify_error
-from .._core.request_text import parse_request_json
 from .._core.uploads import UploadRejected, insert_path, list_uploads, store_upload
 from .backend import Backend, Call, Outputs, collect_outputs
+from .live import LiveSnapshot, follow, live_state
 from .render import error_html, failure_html, files_html, status_html
 
-__all__ = ["PageHandlers", "live_state"]
+__all__ = ["PageHandlers"]
 
-_INLINE_PARSE = 64 * 1024  # request texts up to this size are parsed on the loop itself
 _NO_CANCEL = "Nothing to cancel: no request of this page is waiting or running."
 
 
@@ -37,18 +36,6 @@ class _Active:
 
     call: Call
     stop_requested_while: str | None = None  # the state when Cancel was pressed
-
-
-def live_state(fut: concurrent.futures.Future[Any]) -> str:
-    """``queued``/``running``/``succeeded``/``failed``/``cancelled`` of any future."""
-    state = getattr(fut, "state", None)
-    if isinstance(state, str):
-        return state
-    if fut.done():
-        if fut.cancelled():
-            return "cancelled"
-        return "failed" if fut.exception() is not None else "succeeded"
-    return "running" if fut.running() else "queued"
 
 
 def _read_status_json(fut: Any) -> dict[str, Any]:
@@ -66,44 +53,6 @@ def _partial_of(status: dict[str, Any]) -> list[str]:
     files = status.get("files")
     files = files if isinstance(files, dict) else {}
     return [p for p in (files.get("partial") or []) if isinstance(p, str) and Path(p).is_file()]
-
-
-async def _follow(call: Call) -> AsyncIterator[concurrent.futures.Future[Any] | None]:
-    """Yield the call's live future whenever something may have changed, until it is done.
-
-    Woken by the future's progress and done callbacks, by a newly registered
-    future and by the function returning; at least every 0.5 s as well, since a
-    place in the queue changes without a callback.
-    """
-    loop = asyncio.get_running_loop()
-    wake = asyncio.Event()
-
-    def notify(*_: Any) -> None:
-        loop.call_soon_threadsafe(wake.set)
-
-    watched: set[int] = set()
-    call.tracker.add_listener(notify)
-    call.returned.add_done_callback(notify)
-    # A refused request answers within milliseconds: no "running" flash before it.
-    try:
-        await asyncio.wait_for(wake.wait(), timeout=0.1)
-    except asyncio.TimeoutError:
-        pass
-    while not call.done():
-        wake.clear()
-        fut = call.live
-        if fut is not None and id(fut) not in watched:
-            watched.add(id(fut))
-            fut.add_done_callback(notify)
-            if hasattr(fut, "add_progress_callback"):
-                fut.add_progress_callback(notify)
-        yield fut
-        if call.done():
-            break
-        try:
-            await asyncio.wait_for(wake.wait(), timeout=0.5)
-        except asyncio.TimeoutError:
-            pass
 
 
 def forget_cached_upload(path: str | Path) -> None:
@@ -156,16 +105,8 @@ class PageHandlers:
 
     # ------------------------------------------------------------------ Generate
     async def parse(self, text: str) -> dict[str, Any]:
-        """The request's JSON, parsed in a thread: the event loop serves every other page.
-
-        A text over ``MAX_REQUEST_KB`` is refused before it is parsed; validation
-        happens in ``infer_func``'s thread (``Backend.start``), never on the loop.
-        """
-        limit = self.backend.max_request_bytes
-        if not isinstance(text, str) or len(text) <= _INLINE_PARSE or len(text) > limit:
-            # A small text parses in microseconds, an oversized one is refused unread.
-            return parse_request_json(text, limit)
-        return await asyncio.to_thread(parse_request_json, text, limit)
+        """The request's JSON (``Backend.parse``, shared with the API)."""
+        return await self.backend.parse(text)
 
     async def run_request(self, text: str, request: gr.Request) -> AsyncIterator[tuple[Any, ...]]:
         """Call ``infer_func`` and stream its state to the status panel until it ends.
@@ -186,8 +127,8 @@ class PageHandlers:
             self.active[sid] = entry
         last = ""
         try:
-            async for fut in _follow(call):
-                html = self._live_html(call, fut, time.monotonic() - t0)
+            async for snap in follow(call, t0):
+                html = snap.panel_html()
                 if html != last:
                     last = html
                     yield html, skip(), skip(), skip(), skip()
@@ -196,39 +137,12 @@ class PageHandlers:
                 del self.active[sid]
         yield self._final(entry, time.monotonic() - t0)
 
-    @staticmethod
-    def _live_html(call: Call, fut: concurrent.futures.Future[Any] | None, elapsed: float) -> str:
-        if fut is None:
-            return status_html("running", elapsed=elapsed, message="running (no progress reported)")
-        return status_html(
-            live_state(fut) if not fut.done() else "running",
-            request_id=str(getattr(fut, "request_id", "")),
-            queue_position=getattr(fut, "queue_position", None),
-            progress=getattr(fut, "progress", None),
-            message=getattr(fut, "progress_message", ""),
-            elapsed=elapsed,
-        )
-
     def _final(self, entry: _Active, elapsed: float) -> tuple[Any, ...]:
         """The last update of a call: its result, its error, or that it was cancelled."""
         call = entry.call
         live = call.live
         rid = str(getattr(live, "request_id", "") or "")
-        error: BaseException | None = None
-        value: Any = None
-        if call.returned.cancelled():
-            error = concurrent.futures.CancelledError()
-        else:
-            error = call.returned.exception()
-            if error is None:
-                value = call.returned.result()
-                returned = call.returned_future()
-                if returned is not None:
-                    if returned.cancelled():
-                        error = concurrent.futures.CancelledError()
-                    else:
-                        error = returned.exception()
-                        value = None if error is not None else returned.result()
+        value, error = call.outcome()
         if isinstance(error, concurrent.futures.CancelledError):
             return self._cancelled(entry, live, rid, elapsed)
         if error is not None:
@@ -328,29 +242,18 @@ class PageHandlers:
         except ValueError as exc:
             raise gr.Error(f"Not a request: {exc}") from None
         call = self.backend.start(params)
-        t0 = time.monotonic()
-        last: dict[str, Any] = {}
-        async for fut in _follow(call):
-            info: dict[str, Any] = {"state": "running", "request_id": None}
-            if fut is not None:
-                info = {
-                    "state": live_state(fut) if not fut.done() else "running",
-                    "request_id": getattr(fut, "request_id", None),
-                    "queue_position": getattr(fut, "queue_position", None),
-                    "progress": getattr(fut, "progress", None),
-                    "message": getattr(fut, "progress_message", ""),
-                }
-            if info != last:
-                last = info
-                yield {**info, "elapsed": round(time.monotonic() - t0, 3)}, []
-        try:
-            value = call.returned.result()
-            if isinstance(value, concurrent.futures.Future):
-                value = value.result()
-        except concurrent.futures.CancelledError:
+        last: LiveSnapshot | None = None
+        async for snap in follow(call, time.monotonic()):
+            if snap != last:  # elapsed alone is no news
+                last = snap
+                yield snap.stream_info(), []
+        value, error = call.outcome()
+        if isinstance(error, concurrent.futures.CancelledError):
             raise gr.Error("Cancelled: the request was stopped") from None
-        except Exception as exc:
-            raise _api_error(exc) from None
+        if isinstance(error, Exception):
+            raise _api_error(error) from None
+        if error is not None:  # not an Exception (SystemExit, ...): not the client's to read
+            raise error
         out = collect_outputs(value)
         yield out.status, out.files
 
