@@ -1,7 +1,7 @@
 """The page's handlers without a page: infer_func is called, whatever it is, and followed.
 
-A real NotebookApp (one worker of the ``Steps`` model) behind handler objects
-built the way ``create_gradio_UI`` builds them, driven as Gradio drives them.
+A real NotebookApp (one worker of the ``Steps`` model) behind the panels' handler
+objects, built the way ``create_gradio_UI`` builds them, driven as Gradio drives them.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 from cosmos_gradio_nb import GradioApp, NotebookApp
 from cosmos_gradio_nb._page.backend import Backend
 from cosmos_gradio_nb._page.files import FileBrowser
-from cosmos_gradio_nb._page.handlers import PageHandlers
+from cosmos_gradio_nb._page.generate import GeneratePanel
 from cosmos_gradio_nb._page.history_panel import HistoryPanel
 
 
@@ -47,18 +47,18 @@ def _arun(coro: Any) -> Any:
         return pool.submit(asyncio.run, coro).result()
 
 
-def _handlers(infer_func: Any) -> PageHandlers:
-    return PageHandlers(Backend(infer_func), "{}", upload_limit_mb=1.0)
+def _generate(infer_func: Any) -> GeneratePanel:
+    return GeneratePanel(Backend(infer_func), "{}")
 
 
 def _run(
-    handlers: PageHandlers, params: dict[str, Any], session: str = "s1"
+    panel: GeneratePanel, params: dict[str, Any], session: str = "s1"
 ) -> list[tuple[Any, ...]]:
     """Drive Generate as Gradio does: iterate the async generator to its end."""
 
     async def drive() -> list[tuple[Any, ...]]:
         out = []
-        async for update in handlers.run_request(
+        async for update in panel.run_request(
             json.dumps(params), SimpleNamespace(session_hash=session)
         ):  # type: ignore[arg-type]
             out.append(update)
@@ -78,7 +78,7 @@ def test_a_wrapper_is_called_and_its_future_followed_with_progress(app: Notebook
         calls.append(params)
         return app.infer({**params, "tag": "wrapped"})
 
-    updates = _run(_handlers(wrapped), {"steps": 4, "delay": 0.15})
+    updates = _run(_generate(wrapped), {"steps": 4, "delay": 0.15})
     assert calls == [{"steps": 4, "delay": 0.15}]
     panels = [_panel(u) for u in updates]
     assert any('data-state="running"' in p and "%" in p for p in panels), panels
@@ -88,7 +88,7 @@ def test_a_wrapper_is_called_and_its_future_followed_with_progress(app: Notebook
 
 
 def test_a_lambda_around_the_blocking_infer_keeps_progress_and_cancel(app: NotebookApp) -> None:
-    h = _handlers(lambda p: app.infer(p).result())
+    h = _generate(lambda p: app.infer(p).result())
     session = SimpleNamespace(session_hash="cancel-me")
 
     async def scenario() -> tuple[list[str], str]:
@@ -120,7 +120,7 @@ def test_an_overridden_infer_is_not_bypassed(tmp_path: Path) -> None:
         output_dir=str(tmp_path / "o"),
         log_file=str(tmp_path / "o" / "log"),
     ) as tagging:
-        updates = _run(_handlers(tagging.infer), {"steps": 1})
+        updates = _run(_generate(tagging.infer), {"steps": 1})
         assert 'data-state="succeeded"' in _panel(updates[-1])
         assert updates[-1][4]["echo"] == "overridden"
         assert "request " in _panel(updates[-1])  # the app's future was followed
@@ -130,7 +130,7 @@ def test_a_plain_function_result_is_shown_and_its_error_titled(tmp_path: Path) -
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"\0\0\0\x18ftypmp42")
 
-    final = _run(_handlers(lambda p: {"videos": [str(video)], "n": p["n"]}), {"n": 3})[-1]
+    final = _run(_generate(lambda p: {"videos": [str(video)], "n": p["n"]}), {"n": 3})[-1]
     assert 'data-state="succeeded"' in _panel(final) and final[1] == str(video.resolve())
     assert final[4]["n"] == 3
 
@@ -139,13 +139,13 @@ def test_a_plain_function_result_is_shown_and_its_error_titled(tmp_path: Path) -
 
         raise ValidationError("seed: must be positive (got -1)", key="seed")
 
-    final = _run(_handlers(refuse), {"seed": -1})[-1]
+    final = _run(_generate(refuse), {"seed": -1})[-1]
     assert 'data-state="refused"' in _panel(final) and "Invalid parameters" in _panel(final)
     assert "Invalid parameters: invalid" not in _panel(final)
 
 
 def test_cancel_with_nothing_running_answers_in_the_page(app: NotebookApp) -> None:
-    answer = _arun(_handlers(app.infer).cancel(SimpleNamespace(session_hash="idle")))  # type: ignore[arg-type]
+    answer = _arun(_generate(app.infer).cancel(SimpleNamespace(session_hash="idle")))  # type: ignore[arg-type]
     assert answer.startswith("Nothing to cancel")
 
 
