@@ -6,7 +6,9 @@ Each call runs in a thread inside a :class:`~cosmos_gradio_nb._engine.tracking.T
 context, so the future that ``submit`` creates on the way is known to the page
 (progress, queue position, Cancel) even when the function never returns it.
 What the function returns is honoured: a future is followed to its end, a plain
-result is shown when it returns.
+result is shown when it returns (:meth:`Call.outcome` says which, for every reader).
+Request texts are parsed here too (:meth:`Backend.parse`), once for Generate and
+the API alike, off the event loop when they are big.
 
 When ``infer_func`` is a bound method of one of our apps, the app also gives the
 page its folders, its default request, its schema and its workers. That is for
@@ -15,6 +17,7 @@ display only: requests always go through ``infer_func``.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextvars
 import json
@@ -26,9 +29,12 @@ from typing import Any
 
 from .._core.filetypes import FileKind, kind_of
 from .._core.presentation import device_label
+from .._core.request_text import parse_request_json
 from .._engine.tracking import Tracker, tracking
 
 __all__ = ["Backend", "Call", "Outputs", "collect_outputs"]
+
+_INLINE_PARSE = 64 * 1024  # request texts up to this size are parsed on the loop itself
 
 
 @dataclass
@@ -142,6 +148,26 @@ class Call:
         fut = self.returned_future()
         return fut is None or fut.done()
 
+    def outcome(self) -> tuple[Any, BaseException | None]:
+        """What a :meth:`done` call came to: ``(value, None)`` or ``(None, error)``.
+
+        The value is the function's result, or the result of the future it returned;
+        a cancelled call (or returned future) has a ``CancelledError`` as its error.
+        """
+        ret = self.returned
+        if ret.cancelled():
+            return None, concurrent.futures.CancelledError()
+        error = ret.exception()
+        if error is not None:
+            return None, error
+        value = ret.result()
+        if not isinstance(value, concurrent.futures.Future):
+            return value, None
+        if value.cancelled():
+            return None, concurrent.futures.CancelledError()
+        error = value.exception()
+        return (None, error) if error is not None else (value.result(), None)
+
 
 class Backend:
     """The page's view of the engine: calling ``infer_func``, folders, defaults, workers.
@@ -219,6 +245,19 @@ class Backend:
         return f"{' · '.join(parts)} · queue: **{queued}**"
 
     # -- requests ---------------------------------------------------------------------
+    async def parse(self, text: str) -> dict[str, Any]:
+        """A request's JSON text parsed, in a thread when it is big: the event loop serves
+        every other page meanwhile. Generate and the API endpoints both parse here.
+
+        A text over ``MAX_REQUEST_KB`` is refused (``ValueError``) before it is parsed;
+        validation happens in ``infer_func``'s thread (:meth:`start`), never on the loop.
+        """
+        limit = self.max_request_bytes
+        if not isinstance(text, str) or len(text) <= _INLINE_PARSE or len(text) > limit:
+            # A small text parses in microseconds, an oversized one is refused unread.
+            return parse_request_json(text, limit)
+        return await asyncio.to_thread(parse_request_json, text, limit)
+
     def start(self, params: dict[str, Any]) -> Call:
         """Call ``infer_func(params)`` in a thread, tracking the futures it makes."""
         with self._lock:

@@ -16,7 +16,7 @@ from .._core.history import HistoryPage, RunRecord, page_of_runs, params_summary
 from .._core.outputs import STATUS_FILE, iso_time
 from .._core.presentation import classify_error_record, esc, state_style
 from .backend import Backend
-from .handlers import live_state
+from .live import live_state
 from .render import error_html, file_url, files_html, status_html
 
 __all__ = ["HISTORY_COLUMNS", "PAGE_SIZE", "HistoryPanel"]

@@ -1,9 +1,10 @@
 """The default Gradio page: request editor, viewer, uploads, history, file browser, log.
 
 :func:`create_gradio_UI` puts three things together: a :class:`Backend` around
-the given ``infer_func`` (which the page calls, whatever it is), the handler
-objects (``handlers``, ``history_panel``, ``files``, each testable without
-a page), and the layout (``layout``); this module only wires them.
+the given ``infer_func`` (which the page calls, whatever it is), one handler
+object per panel (``generate``, ``uploads_panel``, ``statusbar``,
+``history_panel``, ``files``, and ``api`` for the endpoints; each testable
+without a page), and the layout (``layout``); this module only wires them.
 
 Browser tabs, ``gradio_client`` calls and Python futures share the app's one
 queue, so they interleave fairly and N model groups run N requests at once:
@@ -24,13 +25,16 @@ from .._core.provenance import git_info
 from .._core.public import public
 from .._core.settings import parse_auth
 from .._core.uploads import max_upload_mb as resolve_upload_mb
+from .api import ApiEndpoints
 from .backend import Backend
 from .files import FileBrowser
+from .generate import GeneratePanel
 from .guard import GuardPolicy, PageGuard
-from .handlers import PageHandlers
 from .history_panel import HistoryPanel
 from .layout import Page, build_page
 from .render import CSS, header_info_html, schema_markdown
+from .statusbar import FOLLOW_LOG_JS, StatusBar
+from .uploads_panel import UploadsPanel
 
 __all__ = ["create_gradio_UI"]
 
@@ -38,28 +42,6 @@ log = logging.getLogger("cosmos_gradio_nb.ui")
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 _blocks_cls: Any = None
-
-# Keeps the log viewer on its newest line, unless the user scrolled up to read.
-_FOLLOW_LOG_JS = """
-() => {
-  let follow = true, last = null;
-  const tick = () => {
-    const t = document.querySelector('#cg-log textarea');
-    if (!t) return;
-    if (!t.dataset.cgWatched) {
-      t.dataset.cgWatched = '1';
-      t.addEventListener('scroll', () => {
-        follow = t.scrollHeight - t.scrollTop - t.clientHeight < 24;
-      });
-    }
-    if (t.value !== last) {
-      last = t.value;
-      if (follow) t.scrollTop = t.scrollHeight;
-    }
-  };
-  setInterval(tick, 250);
-}
-"""
 
 
 def _cosmos_blocks() -> Any:
@@ -93,7 +75,7 @@ def _cosmos_blocks() -> Any:
             css = kwargs.get("css")
             kwargs["css"] = CSS if not css else f"{CSS}\n{css}"
             if not kwargs.get("js"):
-                kwargs["js"] = _FOLLOW_LOG_JS
+                kwargs["js"] = FOLLOW_LOG_JS
             if "auth" not in kwargs:  # COSMOS_GRADIO_AUTH guards every launch of the page
                 kwargs["auth"] = parse_auth(self.cosmos_backend.env.auth)
             host = kwargs.get("server_name") or "127.0.0.1"
@@ -203,7 +185,10 @@ def _build(
 ) -> Any:
     """The Blocks: handler objects, the layout, and the wiring between them."""
     default_text = json.dumps(default_request, indent=2)
-    handlers = PageHandlers(backend, default_text, limit_mb)
+    generate = GeneratePanel(backend, default_text)
+    uploads = UploadsPanel(backend, limit_mb)
+    status = StatusBar(backend)
+    api = ApiEndpoints(backend, default_text, uploads)
     history = HistoryPanel(backend, defaults=default_request)
     browser = FileBrowser(backend)
     info = header_info_html(
@@ -229,63 +214,77 @@ def _build(
             help_md=help_md,
             log_file=backend.log_file,
         )
-        _wire_generate(page, handlers)
+        _wire_generate(page, generate)
+        _wire_uploads(page, uploads)
+        _wire_statusbar(page, status)
         _wire_history(page, history)
         _wire_files(page, browser)
-        _wire_api(page, handlers)
+        _wire_api(page, api)
         listing = [page.hist_table, page.hist_label, page.hist_offset, page.hist_ids, page.hist_sig]
         private: dict[str, Any] = {"queue": False, "api_visibility": "private"}
-        demo.load(
-            handlers.on_load,
+        demo.load(  # one request when a page opens: the uploads list, the log, the workers
+            lambda: (uploads.on_load(), *status.on_load()),
             outputs=[page.earlier, page.log, page.workers, page.log_sig],
             **private,
         )
         demo.load(
             history.render, inputs=[page.hist_offset, page.hist_search], outputs=listing, **private
         )
-    demo.cosmos_handlers = handlers
+    demo.cosmos_generate = generate
+    demo.cosmos_uploads = uploads
+    demo.cosmos_statusbar = status
+    demo.cosmos_api = api
     demo.cosmos_history = history
     demo.cosmos_files = browser
     return demo
 
 
-def _wire_generate(page: Page, h: PageHandlers) -> None:
-    """Generate, Cancel, Reset, uploads, and the once-a-second log and workers refresh."""
+def _wire_generate(page: Page, gen: GeneratePanel) -> None:
+    """Generate, Cancel and Reset."""
     private: dict[str, Any] = {"api_visibility": "private"}
     page.generate.click(
-        h.run_request,
+        gen.run_request,
         inputs=[page.editor],
         outputs=[page.status, page.video, page.gallery, page.file_links, page.status_json],
         concurrency_limit=None,
         show_progress="hidden",
         **private,
     )
-    page.cancel.click(h.cancel, outputs=[page.cancel_note], queue=False, **private)
+    page.cancel.click(gen.cancel, outputs=[page.cancel_note], queue=False, **private)
     page.generate.click(lambda: "", outputs=[page.cancel_note], queue=False, **private)
-    page.reset.click(lambda: h.default_text, outputs=[page.editor], queue=False, **private)
+    page.reset.click(gen.reset, outputs=[page.editor], queue=False, **private)
+
+
+def _wire_uploads(page: Page, up: UploadsPanel) -> None:
+    """Upload, pick an earlier upload, insert it into the request."""
+    private: dict[str, Any] = {"api_visibility": "private"}
     page.upload.upload(
-        h.on_upload,
+        up.on_upload,
         inputs=[page.upload],
         outputs=[page.earlier, page.upload_path, page.upload_msg],
         **private,
     )
     page.earlier.input(
-        h.on_select_upload, inputs=[page.earlier], outputs=[page.upload_path], **private
+        up.on_select_upload, inputs=[page.earlier], outputs=[page.upload_path], **private
     )
     page.insert.click(
-        h.on_insert,
+        up.on_insert,
         inputs=[page.editor, page.earlier],
         outputs=[page.editor, page.upload_msg],
         queue=False,
         **private,
     )
+
+
+def _wire_statusbar(page: Page, bar: StatusBar) -> None:
+    """The once-a-second log and workers refresh."""
     page.timer.tick(
-        h.refresh,
+        bar.refresh,
         inputs=[page.log_sig],
         outputs=[page.log, page.workers, page.log_sig],
         queue=False,
         show_progress="hidden",
-        **private,
+        api_visibility="private",
     )
 
 
@@ -362,10 +361,10 @@ def _wire_files(page: Page, fb: FileBrowser) -> None:
     )
 
 
-def _wire_api(page: Page, h: PageHandlers) -> None:
+def _wire_api(page: Page, api: ApiEndpoints) -> None:
     """The endpoints scripts call with ``gradio_client`` (documented in the README)."""
     page.api_generate.click(
-        h.api_generate,
+        api.api_generate,
         inputs=[page.api_in],
         outputs=[page.api_status, page.api_files],
         api_name="generate",
@@ -373,7 +372,7 @@ def _wire_api(page: Page, h: PageHandlers) -> None:
         concurrency_limit=None,
     )
     page.api_stream.click(
-        h.api_generate_stream,
+        api.api_generate_stream,
         inputs=[page.api_in],
         outputs=[page.api_status, page.api_files],
         api_name="generate_stream",
@@ -382,14 +381,14 @@ def _wire_api(page: Page, h: PageHandlers) -> None:
         concurrency_limit=None,
     )
     page.api_default.click(
-        h.api_default_request,
+        api.api_default_request,
         outputs=[page.api_default_out],
         api_name="generate_default_request",
         api_description="The default request as JSON text, to edit and send to /generate.",
         queue=False,
     )
     page.api_upload.click(
-        h.api_upload_file,
+        api.api_upload_file,
         inputs=[page.api_upload_in],
         outputs=[page.api_upload_out],
         api_name="upload_file",
@@ -397,14 +396,14 @@ def _wire_api(page: Page, h: PageHandlers) -> None:
         "a request (for example as image).",
     )
     page.api_list.click(
-        h.api_upload_file_list,
+        api.api_upload_file_list,
         outputs=[page.api_list_out],
         api_name="upload_file_list",
         api_description="Files stored by earlier uploads, newest first.",
         queue=False,
     )
     page.api_status_btn.click(
-        h.api_request_status,
+        api.api_request_status,
         inputs=[page.api_id_in],
         outputs=[page.api_id_out],
         api_name="request_status",
