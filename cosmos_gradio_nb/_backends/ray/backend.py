@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..._core.exceptions import CosmosGradioError
-from ..._core.settings import DeploymentEnv
 from ..._engine.backend import (
     Died,
     Emit,
@@ -51,9 +50,10 @@ from ..._engine.backend import (
 )
 from ..process import signal_name
 from .agent import RankAgent
+from .config import RayConfig
 from .files import FileMover
 
-__all__ = ["RayBackend", "ray_backend"]
+__all__ = ["RayBackend", "RayConfig", "ray_backend"]
 
 logger = logging.getLogger("cosmos_gradio_nb")
 
@@ -71,10 +71,10 @@ def _import_ray() -> Any:
     return ray
 
 
-def ray_backend(env: DeploymentEnv) -> Any:
+def ray_backend(config: RayConfig) -> Any:
     """The pool's backend factory for ``BACKEND=ray`` (raises at once if Ray is missing)."""
     _import_ray()
-    return lambda emit: RayBackend(emit, env)
+    return lambda emit: RayBackend(emit, config)
 
 
 def _connect(ray: Any, address: str | None) -> bool:
@@ -140,17 +140,17 @@ class RayBackend:
 
     name = "ray"
 
-    def __init__(self, emit: Emit, env: DeploymentEnv) -> None:
+    def __init__(self, emit: Emit, config: RayConfig) -> None:
         self._ray = ray = _import_ray()
         self._emit = emit
-        self._env = env
-        self._started_ray = _connect(ray, env.ray_address)
+        self._config = config
+        self._started_ray = _connect(ray, config.ray_address)
         self._token = uuid.uuid4().hex[:12]
         self._agent = ray.remote(RankAgent)
         self._gpus = float(ray.cluster_resources().get("GPU", 0)) > 0
         self._lock = threading.Lock()
         self._groups: dict[int, _Group] = {}
-        self._files = FileMover(ray, env, self._token)
+        self._files = FileMover(ray, config, self._token)
         self._closed = False
 
     # -- the backend interface ----------------------------------------------------------------
@@ -271,7 +271,7 @@ class RayBackend:
             strategy="STRICT_PACK",
             name=f"cosmos-gradio-{self._token}-g{spec.index}-i{spec.incarnation}",
         )
-        limit = self._env.placement_timeout
+        limit = self._config.placement_timeout
         ready, _ = self._ray.wait([group.pg.ready()], timeout=limit)
         if group.stopping:
             self._release(group)

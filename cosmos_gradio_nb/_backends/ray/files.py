@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ..._core.outputs import write_status
-from ..._core.settings import DeploymentEnv
 from .agent import CHUNK_BYTES, remap_paths
+from .config import RayConfig
 
 __all__ = ["FileMover"]
 
@@ -31,12 +31,12 @@ PIPELINE = 4  # chunk transfers in flight per file
 class FileMover:
     """Sentinels, pushes and pulls for one app's Ray backend (see the module docstring)."""
 
-    def __init__(self, ray: Any, env: DeploymentEnv, token: str) -> None:
+    def __init__(self, ray: Any, config: RayConfig, token: str) -> None:
         self._ray = ray
-        self._env = env
+        self._config = config
         self._token = token
         self._pushed: set[tuple[str, str, int, int]] = set()  # (node, path, size, mtime) sent
-        self._sentinel = self._write_sentinel(env.output_dir)
+        self._sentinel = self._write_sentinel(config.output_dir)
 
     def close(self) -> None:
         if self._sentinel is not None:
@@ -45,14 +45,14 @@ class FileMover:
 
     def shared(self, actor: Any) -> bool:
         """Whether the node of ``actor`` (a rank agent) sees our OUTPUT_DIR."""
-        if self._env.shared_output_dir is not None:
-            return self._env.shared_output_dir
+        if self._config.shared_output_dir is not None:
+            return self._config.shared_output_dir
         if self._sentinel is None:
             return False
         return bool(self._ray.get(actor.sees.remote(self._sentinel, self._token), timeout=60))
 
     def _write_sentinel(self, folder: Path) -> str | None:
-        if self._env.shared_output_dir is not None:
+        if self._config.shared_output_dir is not None:
             return None
         path = folder / f".cosmos-gradio-shared-{self._token}"
         with contextlib.suppress(OSError):
@@ -67,7 +67,7 @@ class FileMover:
         """``msg`` as the node must see it, after pushing the files it names; and its folder."""
         folder = str(msg["output_dir"])
         mapping = {folder: f"{scratch}/outputs/{Path(folder).name}"}
-        allowed = [self._env.uploads_dir, self._env.output_dir, *self._env.asset_dirs]
+        allowed = [self._config.uploads_dir, self._config.output_dir, *self._config.asset_dirs]
         for value in _strings(msg["params"]):
             path = Path(value)
             if value in mapping or not path.is_absolute() or not path.is_file():
