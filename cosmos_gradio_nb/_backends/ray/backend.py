@@ -9,7 +9,7 @@ scheduler of its own:
   (one GPU each on a GPU cluster; CPU only otherwise), so its ranks share a
   node as torch.distributed expects; placing it is bounded by
   ``PLACEMENT_TIMEOUT``, after which the start fails saying what was asked and
-  what the cluster has;
+  what the cluster has (both in ``placement.py``);
 - each rank is a :class:`~.agent.RankAgent` actor in its bundle, which runs
   the ordinary worker process on its node; ``MASTER_ADDR`` is rank 0's node,
   ``MASTER_PORT`` a port free there, ``CUDA_VISIBLE_DEVICES`` what Ray assigned;
@@ -52,6 +52,7 @@ from ..process import signal_name
 from .agent import RankAgent
 from .config import RayConfig
 from .files import FileMover
+from .placement import Placement, cluster_summary, death_reason
 
 __all__ = ["RayBackend", "RayConfig", "ray_backend"]
 
@@ -124,7 +125,7 @@ class _Rank:
 @dataclass(eq=False)
 class _Group:
     spec: GroupSpec
-    pg: Any = None
+    placement: Placement | None = None
     ranks: list[_Rank] = field(default_factory=list)
     running: bool = False  # every rank's worker was started
     stopping: bool = False
@@ -262,44 +263,31 @@ class RayBackend:
 
     def _place(self, group: _Group) -> bool:
         """Create the group's placement group and wait (bounded) until Ray places it."""
-        from ray.util.placement_group import placement_group
-
-        spec = group.spec
-        bundle = {"CPU": 1.0, "GPU": 1.0} if self._gpus else {"CPU": 1.0}
-        group.pg = placement_group(
-            [dict(bundle) for _ in range(spec.size)],
-            strategy="STRICT_PACK",
-            name=f"cosmos-gradio-{self._token}-g{spec.index}-i{spec.incarnation}",
-        )
-        limit = self._config.placement_timeout
-        ready, _ = self._ray.wait([group.pg.ready()], timeout=limit)
+        spec, limit = group.spec, self._config.placement_timeout
+        name = f"cosmos-gradio-{self._token}-g{spec.index}-i{spec.incarnation}"
+        group.placement = Placement(self._ray, size=spec.size, gpus=self._gpus, name=name)
+        placed = group.placement.wait(limit)
         if group.stopping:
             self._release(group)
             return False
-        if not ready:
-            asked = f"{spec.size} bundle(s) of {_fmt(bundle)} on one node (STRICT_PACK)"
-            summary = (
-                f"cannot place model group {spec.index}: it asks for {asked}, and no node had "
-                f"that free within {limit:g} s (PLACEMENT_TIMEOUT)"
+        if not placed:
+            summary = group.placement.unplaced(spec.index, limit)
+            failed = StartFailed(
+                spec.index, spec.incarnation, 0, summary, cluster_summary(self._ray)
             )
-            self._emit(
-                StartFailed(spec.index, spec.incarnation, 0, summary, self._cluster_summary())
-            )
+            self._emit(failed)
             self._release(group)
             return False
         return True
 
     def _create_ranks(self, group: _Group) -> None:
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-        ray, spec = self._ray, group.spec
+        ray, spec, placement = self._ray, group.spec, group.placement
+        assert placement is not None
         for r in range(spec.size):
             actor = self._agent.options(
                 num_cpus=1,
                 num_gpus=1 if self._gpus else 0,
-                scheduling_strategy=PlacementGroupSchedulingStrategy(
-                    placement_group=group.pg, placement_group_bundle_index=r
-                ),
+                scheduling_strategy=placement.strategy(r),
                 max_concurrency=8,
             ).remote(spec.index, r, f"{self._token}-g{spec.index}")
             group.ranks.append(_Rank(r, actor))
@@ -340,7 +328,7 @@ class RayBackend:
             try:
                 items = self._ray.get(rank.actor.events.remote(10.0))
             except Exception as exc:  # RayActorError: the actor or its node died
-                self._rank_gone(group, rank, self._death_reason(exc, rank), None)
+                self._rank_gone(group, rank, death_reason(self._ray, exc, rank.info), None)
                 return
             for item in items:
                 kind = item[0]
@@ -424,11 +412,8 @@ class RayBackend:
         for rank in group.ranks:
             with contextlib.suppress(Exception):
                 self._ray.kill(rank.actor, no_restart=True)
-        if group.pg is not None:
-            from ray.util.placement_group import remove_placement_group
-
-            with contextlib.suppress(Exception):
-                remove_placement_group(group.pg)
+        if group.placement is not None:
+            group.placement.remove()
         if group.sender is not None:
             group.sender.put(None)
         if announce and not self._closed:
@@ -440,32 +425,6 @@ class RayBackend:
             for rank in list(group.ranks):
                 with contextlib.suppress(Exception):
                     self._ray.kill(rank.actor, no_restart=True)
-
-    def _death_reason(self, exc: BaseException, rank: _Rank) -> str:
-        node = rank.info.get("node_id")
-        with contextlib.suppress(Exception):
-            for n in self._ray.nodes():
-                if n.get("NodeID") == node and not n.get("Alive", True):
-                    return f"node {rank.info.get('ip', '?')} lost"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return f"its Ray actor died: {first[:200]}"
-
-    def _cluster_summary(self) -> str:
-        parts = []
-        with contextlib.suppress(Exception):
-            for n in self._ray.nodes():
-                if n.get("Alive"):
-                    res = n.get("Resources", {})
-                    parts.append(
-                        f"node {n.get('NodeManagerAddress')}: {_fmt({k: res[k] for k in ('GPU', 'CPU') if k in res})}"
-                    )
-            free = self._ray.available_resources()
-            parts.append(
-                f"free now in the cluster: {_fmt({k: free.get(k, 0) for k in ('GPU', 'CPU')})}"
-            )
-        return (
-            "the cluster has " + "; ".join(parts) if parts else "the cluster could not be described"
-        )
 
     # -- files, when the node does not share our folders ---------------------------------------
     def _send_loop(self, group: _Group) -> None:
@@ -488,7 +447,3 @@ class RayBackend:
             for rank in group.ranks:
                 with contextlib.suppress(Exception):
                     rank.tell(msg)
-
-
-def _fmt(resources: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:g}" for k, v in resources.items())
