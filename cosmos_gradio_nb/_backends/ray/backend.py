@@ -20,15 +20,17 @@ scheduler of its own:
   sentinel file the node cannot see), the worker writes into a node-local
   folder, and the files are streamed back in chunks into the request's folder
   here before the reply is handed on; uploads a request names go the other way.
+  That whole path is one :class:`~.files.NodeFiles` per group: the backend
+  hands it the group's messages and rank 0's replies, nothing more.
 
 The queue, the futures and every policy stay in the app's process (``_engine/pool.py``).
+The settings used here come as a :class:`~.config.RayConfig`, which the app builds.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import signal
 import threading
 import uuid
@@ -51,7 +53,7 @@ from ..._engine.backend import (
 from ..process import signal_name
 from .agent import RankAgent
 from .config import RayConfig
-from .files import FileMover
+from .files import FileMover, NodeFiles
 from .placement import Placement, cluster_summary, death_reason
 
 __all__ = ["RayBackend", "RayConfig", "ray_backend"]
@@ -130,10 +132,7 @@ class _Group:
     running: bool = False  # every rank's worker was started
     stopping: bool = False
     released: bool = False
-    shared: bool = True
-    scratch: str = ""
-    inflight: dict[str, tuple[dict[str, Any], str]] = field(default_factory=dict)
-    sender: queue.Queue[dict[str, Any] | None] | None = None
+    files: NodeFiles | None = None  # its node does not share our folders
 
 
 class RayBackend:
@@ -171,12 +170,11 @@ class RayBackend:
             g = self._groups.get(group)
             if g is None or not g.running or g.stopping:
                 raise SendError(f"group {group} is not running")
-        if g.shared:
+        if g.files is None:
             for rank in g.ranks:
                 rank.tell(msg)
         else:
-            assert g.sender is not None
-            g.sender.put(msg)
+            g.files.send(msg)
 
     def stop(self, group: int, *, graceful: bool = False) -> None:
         with self._lock:
@@ -186,8 +184,8 @@ class RayBackend:
             g.stopping = True
             ranks = [r for r in g.ranks if r.alive]
             placed = g.running
-        if g.sender is not None:
-            g.sender.put(None)
+        if g.files is not None:
+            g.files.close()
         if not placed:
             return  # the starting thread sees ``stopping`` and releases it
         for rank in ranks:
@@ -245,14 +243,8 @@ class RayBackend:
         if group.stopping:
             self._release(group)
             return
-        if not group.shared:
-            group.sender = queue.Queue()
-            threading.Thread(
-                target=self._send_loop,
-                args=(group,),
-                name=f"cosmos-ray-send-g{spec.index}",
-                daemon=True,
-            ).start()
+        if group.files is not None:
+            group.files.start()
         for rank in group.ranks:
             threading.Thread(
                 target=self._poll,
@@ -295,8 +287,8 @@ class RayBackend:
         for rank, info in zip(group.ranks, infos, strict=True):
             rank.info = info
         lead = group.ranks[0]
-        group.scratch = str(lead.info["scratch"])
-        group.shared = self._files.shared(lead.actor)
+        if not self._files.shared(lead.actor):
+            group.files = self._node_files(group)
         port = ray.get(lead.actor.free_port.remote(), timeout=60)
         init = {
             "type": "init",
@@ -347,30 +339,11 @@ class RayBackend:
 
     def _on_message(self, group: _Group, rank: _Rank, msg: dict[str, Any]) -> None:
         spec, kind = group.spec, msg.get("type")
-        if kind in ("done", "error") and rank.rank == 0:
-            request = group.inflight.pop(str(msg.get("id")), None)
-            if request is not None and kind == "done" and msg.get("status"):
-                msg = self._copied_back(rank, msg, *request)
+        if kind in ("done", "error") and rank.rank == 0 and group.files is not None:
+            msg = group.files.reply(msg)  # a done's outputs copied back here first
         event = message_event(spec.index, spec.incarnation, rank.rank, msg)
         if event is not None:
             self._emit(event)
-
-    def _copied_back(
-        self, lead: _Rank, msg: dict[str, Any], params: dict[str, Any], folder: str
-    ) -> dict[str, Any]:
-        """Rank 0's ``done``, with its files copied here; an ``error`` if they cannot be."""
-        try:
-            copied = self._files.fetch(lead.actor, msg["status"], params, folder)
-            return {**msg, "status": copied}
-        except Exception as exc:
-            where = lead.info.get("ip")
-            return {
-                "type": "error",
-                "id": msg.get("id"),
-                "error_type": type(exc).__name__,
-                "message": f"the outputs could not be copied back from {where}: {exc}",
-                "traceback": "",
-            }
 
     def _rank_gone(
         self, group: _Group, rank: _Rank, how: str, code: int | None, *, final: bool = True
@@ -414,8 +387,8 @@ class RayBackend:
                 self._ray.kill(rank.actor, no_restart=True)
         if group.placement is not None:
             group.placement.remove()
-        if group.sender is not None:
-            group.sender.put(None)
+        if group.files is not None:
+            group.files.close()
         if announce and not self._closed:
             self._emit(Gone(group.spec.index, group.spec.incarnation))
 
@@ -427,23 +400,18 @@ class RayBackend:
                     self._ray.kill(rank.actor, no_restart=True)
 
     # -- files, when the node does not share our folders ---------------------------------------
-    def _send_loop(self, group: _Group) -> None:
-        """Non-shared node: push the files a request names, point it at node-local folders, send."""
-        assert group.sender is not None
-        lead = group.ranks[0]
-        node = str(lead.info.get("node_id"))
-        while (msg := group.sender.get()) is not None:
-            try:
-                if msg.get("type") == "infer":
-                    local, folder = self._files.localize(lead.actor, node, group.scratch, msg)
-                    group.inflight[str(msg["id"])] = (msg["params"], folder)
-                    msg = local
-            except Exception as exc:
-                reply = {"type": "error", "id": msg.get("id"), "error_type": type(exc).__name__}
-                reply["message"] = f"the request's files could not be sent to the node: {exc}"
-                for rank in group.ranks:
-                    self._emit(Reply(group.spec.index, group.spec.incarnation, rank.rank, reply))
-                continue
+    def _node_files(self, group: _Group) -> NodeFiles:
+        """The group's path for requests and outputs through rank 0's node (``files.py``)."""
+        spec, lead = group.spec, group.ranks[0]
+
+        def tell(msg: dict[str, Any]) -> None:
             for rank in group.ranks:
                 with contextlib.suppress(Exception):
                     rank.tell(msg)
+
+        def refuse(reply: dict[str, Any]) -> None:
+            for rank in group.ranks:
+                self._emit(Reply(spec.index, spec.incarnation, rank.rank, reply))
+
+        name = f"cosmos-ray-send-g{spec.index}"
+        return NodeFiles(self._files, lead.actor, lead.info, tell=tell, refuse=refuse, name=name)
