@@ -83,9 +83,18 @@ def _resolve_env(env: DeploymentEnv | None, settings: dict[str, Any]) -> Deploym
 def _backend_factory(env: DeploymentEnv) -> BackendFactory:
     """How the pool makes its worker-group backend (imports Ray only when asked for)."""
     if env.backend == "ray":
-        from .._backends.ray.backend import ray_backend
+        from .._backends.ray.backend import RayConfig, ray_backend
 
-        return ray_backend(env)
+        return ray_backend(
+            RayConfig(
+                ray_address=env.ray_address,
+                placement_timeout=env.placement_timeout,
+                shared_output_dir=env.shared_output_dir,
+                output_dir=env.output_dir,
+                uploads_dir=env.uploads_dir,
+                asset_dirs=tuple(env.asset_dirs),
+            )
+        )
     return lambda emit: LocalBackend(emit, num_gpus=env.num_gpus, group_size=env.group_size)
 
 

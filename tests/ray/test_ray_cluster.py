@@ -72,7 +72,7 @@ def test_outputs_are_copied_back_when_not_shared(cluster, make_ray_app, tmp_path
     assert res.files == [copy] and copy.stat().st_size == 20 * 2**20
     assert hashlib.sha256(copy.read_bytes()).hexdigest() == res.status["sha256"]
     assert res.status["written_in"] == str(res.output_dir)  # the status names the copies
-    scratch = Path(app._pool.backend._groups[0].scratch)
+    scratch = Path(app._pool.backend._groups[0].files.scratch)
     assert read.status["seen_path"].startswith(str(scratch))
     assert str(copy) in (res.output_dir / "status.json").read_text()
     node_copy = scratch / "outputs" / res.output_dir.name

@@ -9,7 +9,7 @@ scheduler of its own:
   (one GPU each on a GPU cluster; CPU only otherwise), so its ranks share a
   node as torch.distributed expects; placing it is bounded by
   ``PLACEMENT_TIMEOUT``, after which the start fails saying what was asked and
-  what the cluster has;
+  what the cluster has (both in ``placement.py``);
 - each rank is a :class:`~.agent.RankAgent` actor in its bundle, which runs
   the ordinary worker process on its node; ``MASTER_ADDR`` is rank 0's node,
   ``MASTER_PORT`` a port free there, ``CUDA_VISIBLE_DEVICES`` what Ray assigned;
@@ -20,15 +20,17 @@ scheduler of its own:
   sentinel file the node cannot see), the worker writes into a node-local
   folder, and the files are streamed back in chunks into the request's folder
   here before the reply is handed on; uploads a request names go the other way.
+  That whole path is one :class:`~.files.NodeFiles` per group: the backend
+  hands it the group's messages and rank 0's replies, nothing more.
 
 The queue, the futures and every policy stay in the app's process (``_engine/pool.py``).
+The settings used here come as a :class:`~.config.RayConfig`, which the app builds.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import signal
 import threading
 import uuid
@@ -36,7 +38,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..._core.exceptions import CosmosGradioError
-from ..._core.settings import DeploymentEnv
 from ..._engine.backend import (
     Died,
     Emit,
@@ -51,9 +52,11 @@ from ..._engine.backend import (
 )
 from ..process import signal_name
 from .agent import RankAgent
-from .files import FileMover
+from .config import RayConfig
+from .files import FileMover, NodeFiles
+from .placement import Placement, cluster_summary, death_reason
 
-__all__ = ["RayBackend", "ray_backend"]
+__all__ = ["RayBackend", "RayConfig", "ray_backend"]
 
 logger = logging.getLogger("cosmos_gradio_nb")
 
@@ -71,10 +74,10 @@ def _import_ray() -> Any:
     return ray
 
 
-def ray_backend(env: DeploymentEnv) -> Any:
+def ray_backend(config: RayConfig) -> Any:
     """The pool's backend factory for ``BACKEND=ray`` (raises at once if Ray is missing)."""
     _import_ray()
-    return lambda emit: RayBackend(emit, env)
+    return lambda emit: RayBackend(emit, config)
 
 
 def _connect(ray: Any, address: str | None) -> bool:
@@ -124,15 +127,12 @@ class _Rank:
 @dataclass(eq=False)
 class _Group:
     spec: GroupSpec
-    pg: Any = None
+    placement: Placement | None = None
     ranks: list[_Rank] = field(default_factory=list)
     running: bool = False  # every rank's worker was started
     stopping: bool = False
     released: bool = False
-    shared: bool = True
-    scratch: str = ""
-    inflight: dict[str, tuple[dict[str, Any], str]] = field(default_factory=dict)
-    sender: queue.Queue[dict[str, Any] | None] | None = None
+    files: NodeFiles | None = None  # its node does not share our folders
 
 
 class RayBackend:
@@ -140,17 +140,17 @@ class RayBackend:
 
     name = "ray"
 
-    def __init__(self, emit: Emit, env: DeploymentEnv) -> None:
+    def __init__(self, emit: Emit, config: RayConfig) -> None:
         self._ray = ray = _import_ray()
         self._emit = emit
-        self._env = env
-        self._started_ray = _connect(ray, env.ray_address)
+        self._config = config
+        self._started_ray = _connect(ray, config.ray_address)
         self._token = uuid.uuid4().hex[:12]
         self._agent = ray.remote(RankAgent)
         self._gpus = float(ray.cluster_resources().get("GPU", 0)) > 0
         self._lock = threading.Lock()
         self._groups: dict[int, _Group] = {}
-        self._files = FileMover(ray, env, self._token)
+        self._files = FileMover(ray, config, self._token)
         self._closed = False
 
     # -- the backend interface ----------------------------------------------------------------
@@ -170,12 +170,11 @@ class RayBackend:
             g = self._groups.get(group)
             if g is None or not g.running or g.stopping:
                 raise SendError(f"group {group} is not running")
-        if g.shared:
+        if g.files is None:
             for rank in g.ranks:
                 rank.tell(msg)
         else:
-            assert g.sender is not None
-            g.sender.put(msg)
+            g.files.send(msg)
 
     def stop(self, group: int, *, graceful: bool = False) -> None:
         with self._lock:
@@ -185,8 +184,8 @@ class RayBackend:
             g.stopping = True
             ranks = [r for r in g.ranks if r.alive]
             placed = g.running
-        if g.sender is not None:
-            g.sender.put(None)
+        if g.files is not None:
+            g.files.close()
         if not placed:
             return  # the starting thread sees ``stopping`` and releases it
         for rank in ranks:
@@ -244,14 +243,8 @@ class RayBackend:
         if group.stopping:
             self._release(group)
             return
-        if not group.shared:
-            group.sender = queue.Queue()
-            threading.Thread(
-                target=self._send_loop,
-                args=(group,),
-                name=f"cosmos-ray-send-g{spec.index}",
-                daemon=True,
-            ).start()
+        if group.files is not None:
+            group.files.start()
         for rank in group.ranks:
             threading.Thread(
                 target=self._poll,
@@ -262,44 +255,31 @@ class RayBackend:
 
     def _place(self, group: _Group) -> bool:
         """Create the group's placement group and wait (bounded) until Ray places it."""
-        from ray.util.placement_group import placement_group
-
-        spec = group.spec
-        bundle = {"CPU": 1.0, "GPU": 1.0} if self._gpus else {"CPU": 1.0}
-        group.pg = placement_group(
-            [dict(bundle) for _ in range(spec.size)],
-            strategy="STRICT_PACK",
-            name=f"cosmos-gradio-{self._token}-g{spec.index}-i{spec.incarnation}",
-        )
-        limit = self._env.placement_timeout
-        ready, _ = self._ray.wait([group.pg.ready()], timeout=limit)
+        spec, limit = group.spec, self._config.placement_timeout
+        name = f"cosmos-gradio-{self._token}-g{spec.index}-i{spec.incarnation}"
+        group.placement = Placement(self._ray, size=spec.size, gpus=self._gpus, name=name)
+        placed = group.placement.wait(limit)
         if group.stopping:
             self._release(group)
             return False
-        if not ready:
-            asked = f"{spec.size} bundle(s) of {_fmt(bundle)} on one node (STRICT_PACK)"
-            summary = (
-                f"cannot place model group {spec.index}: it asks for {asked}, and no node had "
-                f"that free within {limit:g} s (PLACEMENT_TIMEOUT)"
+        if not placed:
+            summary = group.placement.unplaced(spec.index, limit)
+            failed = StartFailed(
+                spec.index, spec.incarnation, 0, summary, cluster_summary(self._ray)
             )
-            self._emit(
-                StartFailed(spec.index, spec.incarnation, 0, summary, self._cluster_summary())
-            )
+            self._emit(failed)
             self._release(group)
             return False
         return True
 
     def _create_ranks(self, group: _Group) -> None:
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-        ray, spec = self._ray, group.spec
+        ray, spec, placement = self._ray, group.spec, group.placement
+        assert placement is not None
         for r in range(spec.size):
             actor = self._agent.options(
                 num_cpus=1,
                 num_gpus=1 if self._gpus else 0,
-                scheduling_strategy=PlacementGroupSchedulingStrategy(
-                    placement_group=group.pg, placement_group_bundle_index=r
-                ),
+                scheduling_strategy=placement.strategy(r),
                 max_concurrency=8,
             ).remote(spec.index, r, f"{self._token}-g{spec.index}")
             group.ranks.append(_Rank(r, actor))
@@ -307,8 +287,8 @@ class RayBackend:
         for rank, info in zip(group.ranks, infos, strict=True):
             rank.info = info
         lead = group.ranks[0]
-        group.scratch = str(lead.info["scratch"])
-        group.shared = self._files.shared(lead.actor)
+        if not self._files.shared(lead.actor):
+            group.files = self._node_files(group)
         port = ray.get(lead.actor.free_port.remote(), timeout=60)
         init = {
             "type": "init",
@@ -340,7 +320,7 @@ class RayBackend:
             try:
                 items = self._ray.get(rank.actor.events.remote(10.0))
             except Exception as exc:  # RayActorError: the actor or its node died
-                self._rank_gone(group, rank, self._death_reason(exc, rank), None)
+                self._rank_gone(group, rank, death_reason(self._ray, exc, rank.info), None)
                 return
             for item in items:
                 kind = item[0]
@@ -359,30 +339,11 @@ class RayBackend:
 
     def _on_message(self, group: _Group, rank: _Rank, msg: dict[str, Any]) -> None:
         spec, kind = group.spec, msg.get("type")
-        if kind in ("done", "error") and rank.rank == 0:
-            request = group.inflight.pop(str(msg.get("id")), None)
-            if request is not None and kind == "done" and msg.get("status"):
-                msg = self._copied_back(rank, msg, *request)
+        if kind in ("done", "error") and rank.rank == 0 and group.files is not None:
+            msg = group.files.reply(msg)  # a done's outputs copied back here first
         event = message_event(spec.index, spec.incarnation, rank.rank, msg)
         if event is not None:
             self._emit(event)
-
-    def _copied_back(
-        self, lead: _Rank, msg: dict[str, Any], params: dict[str, Any], folder: str
-    ) -> dict[str, Any]:
-        """Rank 0's ``done``, with its files copied here; an ``error`` if they cannot be."""
-        try:
-            copied = self._files.fetch(lead.actor, msg["status"], params, folder)
-            return {**msg, "status": copied}
-        except Exception as exc:
-            where = lead.info.get("ip")
-            return {
-                "type": "error",
-                "id": msg.get("id"),
-                "error_type": type(exc).__name__,
-                "message": f"the outputs could not be copied back from {where}: {exc}",
-                "traceback": "",
-            }
 
     def _rank_gone(
         self, group: _Group, rank: _Rank, how: str, code: int | None, *, final: bool = True
@@ -424,13 +385,10 @@ class RayBackend:
         for rank in group.ranks:
             with contextlib.suppress(Exception):
                 self._ray.kill(rank.actor, no_restart=True)
-        if group.pg is not None:
-            from ray.util.placement_group import remove_placement_group
-
-            with contextlib.suppress(Exception):
-                remove_placement_group(group.pg)
-        if group.sender is not None:
-            group.sender.put(None)
+        if group.placement is not None:
+            group.placement.remove()
+        if group.files is not None:
+            group.files.close()
         if announce and not self._closed:
             self._emit(Gone(group.spec.index, group.spec.incarnation))
 
@@ -441,54 +399,19 @@ class RayBackend:
                 with contextlib.suppress(Exception):
                     self._ray.kill(rank.actor, no_restart=True)
 
-    def _death_reason(self, exc: BaseException, rank: _Rank) -> str:
-        node = rank.info.get("node_id")
-        with contextlib.suppress(Exception):
-            for n in self._ray.nodes():
-                if n.get("NodeID") == node and not n.get("Alive", True):
-                    return f"node {rank.info.get('ip', '?')} lost"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return f"its Ray actor died: {first[:200]}"
-
-    def _cluster_summary(self) -> str:
-        parts = []
-        with contextlib.suppress(Exception):
-            for n in self._ray.nodes():
-                if n.get("Alive"):
-                    res = n.get("Resources", {})
-                    parts.append(
-                        f"node {n.get('NodeManagerAddress')}: {_fmt({k: res[k] for k in ('GPU', 'CPU') if k in res})}"
-                    )
-            free = self._ray.available_resources()
-            parts.append(
-                f"free now in the cluster: {_fmt({k: free.get(k, 0) for k in ('GPU', 'CPU')})}"
-            )
-        return (
-            "the cluster has " + "; ".join(parts) if parts else "the cluster could not be described"
-        )
-
     # -- files, when the node does not share our folders ---------------------------------------
-    def _send_loop(self, group: _Group) -> None:
-        """Non-shared node: push the files a request names, point it at node-local folders, send."""
-        assert group.sender is not None
-        lead = group.ranks[0]
-        node = str(lead.info.get("node_id"))
-        while (msg := group.sender.get()) is not None:
-            try:
-                if msg.get("type") == "infer":
-                    local, folder = self._files.localize(lead.actor, node, group.scratch, msg)
-                    group.inflight[str(msg["id"])] = (msg["params"], folder)
-                    msg = local
-            except Exception as exc:
-                reply = {"type": "error", "id": msg.get("id"), "error_type": type(exc).__name__}
-                reply["message"] = f"the request's files could not be sent to the node: {exc}"
-                for rank in group.ranks:
-                    self._emit(Reply(group.spec.index, group.spec.incarnation, rank.rank, reply))
-                continue
+    def _node_files(self, group: _Group) -> NodeFiles:
+        """The group's path for requests and outputs through rank 0's node (``files.py``)."""
+        spec, lead = group.spec, group.ranks[0]
+
+        def tell(msg: dict[str, Any]) -> None:
             for rank in group.ranks:
                 with contextlib.suppress(Exception):
                     rank.tell(msg)
 
+        def refuse(reply: dict[str, Any]) -> None:
+            for rank in group.ranks:
+                self._emit(Reply(spec.index, spec.incarnation, rank.rank, reply))
 
-def _fmt(resources: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:g}" for k, v in resources.items())
+        name = f"cosmos-ray-send-g{spec.index}"
+        return NodeFiles(self._files, lead.actor, lead.info, tell=tell, refuse=refuse, name=name)
