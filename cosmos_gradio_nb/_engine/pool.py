@@ -58,11 +58,11 @@ from .backend import (
     StartFailed,
     WorkerBackend,
 )
+from .config import EngineConfig
 from .effects import Effects
 from .groups import AfterStop, Group, GroupState, IdleFirst, move
 from .logfile import LogFile
 from .request import (
-    PoolConfig,
     Request,
     WorkerInfo,
     build_result,
@@ -91,9 +91,8 @@ def _backoff(n: int) -> float:
 class WorkerPool:
     """Runs requests on model groups through a backend (see the module docstring)."""
 
-    def __init__(self, config: PoolConfig, backend: BackendFactory) -> None:
+    def __init__(self, config: EngineConfig, backend: BackendFactory) -> None:
         self.config = config
-        env = config.env
         self._lock = threading.Lock()
         self._timer_wake = threading.Condition(self._lock)
         self._timer_until = 0.0  # when the timer's current wait ends (0: it is awake)
@@ -106,19 +105,18 @@ class WorkerPool:
         self._ready = threading.Event()
         self._startup_error: WorkerStartupError | None = None
         self._router = IdleFirst()
-        self._groups = [Group(g, env.group_size) for g in range(env.num_groups)]
+        self._groups = [Group(g, config.group_size) for g in range(config.num_groups)]
         log = LogFile(
-            env.log_file, int(env.log_max_mb * 1024 * 1024), env.log_backups, echo=config.echo_logs
+            config.log_file, config.log_max_bytes, config.log_backups, echo=config.echo_logs
         )
-        self._effects = Effects(self._lock, log, env.model_name)
-        self._settings = {**env.worker_environment(), **config.worker_env}
+        self._effects = Effects(self._lock, log, config.model_name)
         self.backend = backend(self._emit)  # connects (to Ray, say) but starts no worker yet
         self._timer = threading.Thread(
             target=self._timer_loop, name=f"cosmos-gradio-timer-{id(self):x}", daemon=True
         )
 
     def start(self) -> None:
-        """Start every group (once): the constructor only checked settings and connected."""
+        """Start every group (once): the constructor only connected the backend."""
         with self._lock:
             for group in self._groups:
                 self._launch_locked(group)
@@ -419,7 +417,7 @@ class WorkerPool:
         group.ready_ranks.clear()
         group.peer_deadline = group.restart_at = None
         group.tails.clear()
-        self._set_deadline_locked(group, "start_deadline", self.config.env.startup_timeout)
+        self._set_deadline_locked(group, "start_deadline", self.config.startup_timeout)
         self._effects.app_line(
             f"starting group {group.index} ({group.size} rank(s), {self.backend.name})"
         )
@@ -428,7 +426,7 @@ class WorkerPool:
             size=group.size,
             incarnation=group.incarnation,
             factory=self.config.factory,
-            env=dict(self._settings, COSMOS_GRADIO_GROUP=str(group.index)),
+            env=dict(self.config.worker_env, COSMOS_GRADIO_GROUP=str(group.index)),
             sys_path=self.config.sys_path,
             cwd=self.config.cwd,
         )
@@ -635,7 +633,7 @@ class WorkerPool:
 
     def _start_timed_out_locked(self, group: Group) -> None:
         rank = next((r for r in range(group.size) if r not in group.ready_ranks), 0)
-        limit = self.config.env.startup_timeout
+        limit = self.config.startup_timeout
         tail = "\n".join(list(group.tail(rank))[-20:])
         summary = f"not ready after {limit:g} s (STARTUP_TIMEOUT); its last lines:"
         self._start_failed_locked(group, rank, summary, tail or "(it printed nothing)")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import InvalidStateError
@@ -13,33 +11,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._core.outputs import new_request_id, request_folder
-from .._core.protocol import FactorySpec
 from .._core.result import InferenceResult
-from .._core.settings import DeploymentEnv
 from .future import InferenceFuture
 
 if TYPE_CHECKING:
     from .pool import WorkerPool
 
-__all__ = ["PoolConfig", "Request", "WorkerInfo", "build_result", "new_request"]
+__all__ = ["Request", "WorkerInfo", "build_result", "new_request"]
 
 MAX_LOG_LINES = 10_000  # a request's ``log`` keeps at most this many lines...
 MAX_LOG_BYTES = 4 * 1024 * 1024  # ...and this many bytes; LOG_FILE has everything
-
-
-@dataclass
-class PoolConfig:
-    """What the pool needs to start workers."""
-
-    factory: FactorySpec
-    env: DeploymentEnv
-    worker_env: dict[str, str] = field(default_factory=dict)
-    max_queue_size: int | None = None
-    echo_logs: bool = False
-    cwd: str = field(default_factory=os.getcwd)
-    sys_path: list[str] = field(default_factory=lambda: list(sys.path))
-    retry_after: float = 60.0
-    """Seconds before a given-up group is tried again (doubling, at most ten times that)."""
 
 
 @dataclass(eq=False)

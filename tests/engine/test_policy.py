@@ -19,15 +19,30 @@ from enginetest import wait_for
 from fake_backend import FakeBackend
 
 import cosmos_gradio_nb as cg
-from cosmos_gradio_nb._core.settings import DeploymentEnv
 from cosmos_gradio_nb._engine import pool as _pool
 from cosmos_gradio_nb._engine.backend import Died, Gone, Output, Ready
+from cosmos_gradio_nb._engine.config import EngineConfig
 from cosmos_gradio_nb._engine.future import InferenceFuture
 from cosmos_gradio_nb._engine.groups import TRANSITIONS, Group, GroupState, move
 from cosmos_gradio_nb._engine.pool import WorkerPool
-from cosmos_gradio_nb._engine.request import PoolConfig, new_request
+from cosmos_gradio_nb._engine.request import new_request
 
 MakePool = Callable[..., tuple[WorkerPool, FakeBackend]]
+
+
+def engine_config(out: Path, groups: int = 1, size: int = 1, **overrides: Any) -> EngineConfig:
+    """The app's defaults, with the log in ``out`` (the requests' folders go there too)."""
+    values: dict[str, Any] = {
+        "factory": {"module": "m", "function": "f"},
+        "num_groups": groups,
+        "group_size": size,
+        "model_name": "cosmos_model",
+        "log_file": out / "app.log",
+        "log_max_bytes": 100 * 1024 * 1024,
+        "log_backups": 3,
+        "startup_timeout": 1800.0,
+    }
+    return EngineConfig(**{**values, **overrides})
 
 
 @pytest.fixture()
@@ -42,13 +57,7 @@ def make_pool(tmp_path: Path) -> Iterator[MakePool]:
         retry_after: float = 60.0,
         **settings: Any,
     ) -> tuple[WorkerPool, FakeBackend]:
-        env = DeploymentEnv(
-            num_gpus=groups * size,
-            gpus_per_model=size,
-            output_dir=tmp_path / "out",
-            log_file=tmp_path / "out" / "app.log",
-            **settings,
-        ).resolved()
+        config = engine_config(tmp_path / "out", groups, size, retry_after=retry_after, **settings)
         made: list[FakeBackend] = []
 
         def backend(emit: Any) -> FakeBackend:
@@ -58,9 +67,6 @@ def make_pool(tmp_path: Path) -> Iterator[MakePool]:
             made.append(fake)
             return fake
 
-        config = PoolConfig(
-            factory={"module": "m", "function": "f"}, env=env, retry_after=retry_after
-        )
         pool = WorkerPool(config, backend)
         pool.start()
         pools.append(pool)
@@ -73,7 +79,7 @@ def make_pool(tmp_path: Path) -> Iterator[MakePool]:
 
 
 def submit(pool: WorkerPool, timeout: float | None = None, **params: Any) -> InferenceFuture:
-    request = new_request(pool, dict(params), pool.config.env.output_dir, timeout)
+    request = new_request(pool, dict(params), pool.config.log_file.parent, timeout)
     pool.submit(request)
     return request.future
 
@@ -372,10 +378,9 @@ def test_the_transition_table_is_enforced() -> None:
 
 
 def test_closing_a_pool_that_never_started_is_immediate(tmp_path: Path) -> None:
-    env = DeploymentEnv(output_dir=tmp_path / "o", log_file=tmp_path / "log").resolved()
     made: list[FakeBackend] = []
     pool = WorkerPool(
-        PoolConfig(factory={"module": "m", "function": "f"}, env=env),
+        engine_config(tmp_path),
         lambda emit: made.append(FakeBackend(emit, size=1)) or made[-1],
     )
     t0 = time.monotonic()
