@@ -8,19 +8,32 @@ from collections.abc import Callable
 from concurrent.futures import InvalidStateError
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .._core.outputs import new_request_id, request_folder
 from .._core.result import InferenceResult
 from .future import InferenceFuture
 
-if TYPE_CHECKING:
-    from .pool import WorkerPool
-
-__all__ = ["Request", "WorkerInfo", "build_result", "new_request"]
+__all__ = ["Request", "RequestOwner", "WorkerInfo", "build_result", "new_request"]
 
 MAX_LOG_LINES = 10_000  # a request's ``log`` keeps at most this many lines...
 MAX_LOG_BYTES = 4 * 1024 * 1024  # ...and this many bytes; LOG_FILE has everything
+
+
+class RequestOwner(Protocol):
+    """What a request's future asks of the queue that holds the request (the pool)."""
+
+    def queue_position(self, request: Request) -> int | None:
+        """Requests ahead of ``request`` in the queue; None once it left the queue."""
+        ...
+
+    def forget(self, request: Request) -> None:
+        """Drop ``request``, cancelled while queued."""
+        ...
+
+    def terminate(self, request: Request) -> bool:
+        """Stop ``request`` while it runs; False if it is not running."""
+        ...
 
 
 @dataclass(eq=False)
@@ -31,7 +44,7 @@ class Request:
     params: dict[str, Any]
     output_dir: str
     timeout: float | None
-    pool: WorkerPool
+    pool: RequestOwner
     queued_at: float = field(default_factory=time.time)
     future: InferenceFuture = field(init=False)
     started_at: float | None = None
@@ -73,7 +86,7 @@ class WorkerInfo:
 
 
 def new_request(
-    pool: WorkerPool, params: dict[str, Any], output_root: Path, timeout: float | None
+    pool: RequestOwner, params: dict[str, Any], output_root: Path, timeout: float | None
 ) -> Request:
     """A request with its own id, folder (also set as ``params["output_dir"]``) and future."""
     request_id = new_request_id()
