@@ -11,7 +11,9 @@ it asks for a group to be started, sent a request or stopped, and handles the
 events that come back (``_on_*`` below) on the backend's threads. One timer
 thread enforces every deadline: a request's timeout, a group's start-up
 timeout, the grace given to peer ranks after one failed, the backoff before a
-restart and the retry of a group given up.
+restart and the retry of a group given up. Which of them is due, and when the
+timer wakes next, are pure functions of the deadlines and the time
+(``deadlines.py``); the timer thread calls them under the lock and acts.
 
 A *group* is ``GPUS_PER_MODEL`` ranks forming one torch.distributed job. Every
 rank receives each request; rank 0's reply is the result, any rank's failure
@@ -42,7 +44,7 @@ from .._core.exceptions import (
     QueueFullError,
     WorkerStartupError,
 )
-from . import failures
+from . import deadlines, failures
 from .backend import (
     BackendBroken,
     Died,
@@ -59,6 +61,7 @@ from .backend import (
     WorkerBackend,
 )
 from .config import EngineConfig
+from .deadlines import Due
 from .effects import Effects
 from .groups import AfterStop, Group, GroupState, IdleFirst, move
 from .logfile import LogFile
@@ -79,7 +82,6 @@ logger = logging.getLogger("cosmos_gradio_nb")
 BackendFactory = Callable[[Emit], WorkerBackend]
 PEER_GRACE = 10.0  # seconds the other ranks get to finish after one rank failed
 MAX_START_FAILURES = 5  # consecutive failed starts of a group that once served before giving up
-MAX_SLEEP = 1.0  # the timer re-plans at least this often (seconds)
 S = GroupState
 
 
@@ -515,7 +517,7 @@ class WorkerPool:
                 continue
             if request.timeout is not None:
                 request.deadline = time.monotonic() + request.timeout
-                if request.deadline < self._timer_until:
+                if deadlines.wakes_sooner(request.deadline, self._timer_until):
                     self._timer_wake.notify()
 
     def _fail_pending_locked(self, error: BaseException) -> None:
@@ -557,7 +559,7 @@ class WorkerPool:
     def _set_deadline_locked(self, group: Group, name: str, seconds: float) -> None:
         when = time.monotonic() + seconds
         setattr(group, name, when)
-        if when < self._timer_until:
+        if deadlines.wakes_sooner(when, self._timer_until):
             self._timer_wake.notify()
 
     def _timer_loop(self) -> None:
@@ -567,52 +569,39 @@ class WorkerPool:
                     return
                 self._check_timers_locked()
                 if not self._effects.pending:
-                    timeout = self._next_timeout_locked()
+                    now = time.monotonic()
+                    timeout = deadlines.next_wakeup(
+                        self._groups, now, self._close_deadline_locked()
+                    )
                     self._timer_until = time.monotonic() + timeout
                     self._timer_wake.wait(timeout)
                     self._timer_until = 0.0
                     continue
             self._effects.flush()
 
-    def _next_timeout_locked(self) -> float:
-        now = time.monotonic()
-        deadlines = [now + MAX_SLEEP]
-        for g in self._groups:
-            if g.request is not None and g.request.deadline is not None:
-                deadlines.append(g.request.deadline)
-            for when in (g.peer_deadline, g.start_deadline, g.restart_at):
-                if when is not None and g.state is not S.STOPPING:
-                    deadlines.append(when)
-        if self._closing and not self._forced:
-            deadlines.append(self._close_deadline)
-        return max(0.0, min(deadlines) - now)
-
     def _check_timers_locked(self) -> None:
         now = time.monotonic()
         if self._closing:
-            if not self._forced and now >= self._close_deadline:
+            if deadlines.close_due(now, self._close_deadline_locked()):
                 self._forced = True
                 for g in self._groups:
                     if g.state is S.STOPPING:
                         self.backend.stop(g.index)  # graceful took too long: kill
             return
         for g in self._groups:
-            request = g.request
-            deadline = request.deadline if request is not None else None
-            if (
-                g.state is S.BUSY
-                and request is not None
-                and deadline is not None
-                and now >= deadline
-            ):
-                self._timed_out_locked(g, request)
-                continue
-            if g.state is S.BUSY and g.peer_deadline is not None and now >= g.peer_deadline:
+            what = deadlines.due(g, now)
+            if what is Due.REQUEST_TIMEOUT and g.request is not None:
+                self._timed_out_locked(g, g.request)
+            elif what is Due.PEER_GRACE:
                 self._peers_stuck_locked(g)
-            elif g.state is S.STARTING and g.start_deadline is not None and now >= g.start_deadline:
+            elif what is Due.STARTUP:
                 self._start_timed_out_locked(g)
-            elif g.state in (S.RESTARTING, S.FAILED) and now >= (g.restart_at or now):
+            elif what is Due.RESTART:
                 self._restart_locked(g)
+
+    def _close_deadline_locked(self) -> float | None:
+        """The close deadline while it still matters: closing, and not killed yet."""
+        return self._close_deadline if self._closing and not self._forced else None
 
     def _timed_out_locked(self, group: Group, request: Request) -> None:
         error = failures.timed_out(group, request)
