@@ -69,7 +69,6 @@ from .request import (
     Request,
     WorkerInfo,
     build_result,
-    err_dict,
     err_dict_from_reply,
     failer,
     resolver,
@@ -212,22 +211,11 @@ class WorkerPool:
     def workers(self) -> list[WorkerInfo]:
         with self._lock:
             snapshot = [(g.index, g.state.value, g.request, g.restarts) for g in self._groups]
-        infos = []
-        for index, state, request, restarts in snapshot:
-            for rank in self.backend.ranks(index):
-                infos.append(
-                    WorkerInfo(
-                        group=index,
-                        rank=rank.rank,
-                        gpu=rank.device,
-                        pid=rank.pid,
-                        state=state,
-                        request_id=request.id if request else None,
-                        restarts=restarts,
-                        node=rank.node,
-                    )
-                )
-        return infos
+        return [
+            WorkerInfo.of(index, state, request, restarts, rank)
+            for index, state, request, restarts in snapshot
+            for rank in self.backend.ranks(index)
+        ]
 
     def close(self, timeout: float = 5.0) -> None:
         """Fail what is pending, stop every group (killed after ``timeout`` s), free everything."""
@@ -373,9 +361,7 @@ class WorkerPool:
             f"group {group.index} rank {event.rank} died ({event.how}); restarting the group"
         )
         if request is not None:
-            error = failures.crashed(group, event, request, tail)
-            self._effects.record(request, "failed", err_dict(error))
-            self._effects.call(failer(request.future, error))
+            self._effects.fail(request, failures.crashed(group, event, request, tail))
         group.crashes += 1
         self._stop_locked(group, AfterStop.RESTART, delay=_backoff(group.crashes))
 
@@ -524,8 +510,7 @@ class WorkerPool:
         """Fail every queued request with ``error``; each gets its status.json."""
         for request in self._pending:
             if not request.future.cancelled():
-                self._effects.record(request, "failed", err_dict(error))
-                self._effects.call(failer(request.future, error))
+                self._effects.fail(request, error)
         self._pending.clear()
 
     def _fail_all_locked(self, error: BaseException) -> None:
@@ -533,8 +518,7 @@ class WorkerPool:
         self._fail_pending_locked(error)
         for group in self._groups:
             if group.request is not None:
-                self._effects.record(group.request, "failed", err_dict(error))
-                self._effects.call(failer(group.request.future, error))
+                self._effects.fail(group.request, error)
                 group.request = None
 
     def _close_group_locked(self, group: Group) -> None:
@@ -606,8 +590,7 @@ class WorkerPool:
     def _timed_out_locked(self, group: Group, request: Request) -> None:
         error = failures.timed_out(group, request)
         self._effects.app_line(str(error))
-        self._effects.record(request, "failed", err_dict(error))
-        self._effects.call(failer(request.future, error))
+        self._effects.fail(request, error)
         self._stop_locked(group, AfterStop.RESTART)
 
     def _peers_stuck_locked(self, group: Group) -> None:

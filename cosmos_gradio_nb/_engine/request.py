@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from .._core.outputs import new_request_id, request_folder
 from .._core.result import InferenceResult
+from .backend import RankInfo
 from .future import InferenceFuture
 
 __all__ = ["Request", "RequestOwner", "WorkerInfo", "build_result", "new_request"]
@@ -83,6 +84,22 @@ class WorkerInfo:
     restarts: int
     node: str = ""
     """The machine it runs on (host name, or the Ray node's address)."""
+
+    @classmethod
+    def of(
+        cls, group: int, state: str, request: Request | None, restarts: int, rank: RankInfo
+    ) -> WorkerInfo:
+        """The snapshot of ``rank`` of a group in ``state``, running ``request`` (or None)."""
+        return cls(
+            group=group,
+            rank=rank.rank,
+            gpu=rank.device,
+            pid=rank.pid,
+            state=state,
+            request_id=request.id if request else None,
+            restarts=restarts,
+            node=rank.node,
+        )
 
 
 def new_request(
