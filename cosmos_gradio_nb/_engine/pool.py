@@ -13,7 +13,8 @@ thread enforces every deadline: a request's timeout, a group's start-up
 timeout, the grace given to peer ranks after one failed, the backoff before a
 restart and the retry of a group given up. Which of them is due, and when the
 timer wakes next, are pure functions of the deadlines and the time
-(``deadlines.py``); the timer thread calls them under the lock and acts.
+(``deadlines.py``); the timer thread (``timer.py``) calls them under the lock
+and hands what is due to ``_on_due`` below.
 
 A *group* is ``GPUS_PER_MODEL`` ranks forming one torch.distributed job. Every
 rank receives each request; rank 0's reply is the result, any rank's failure
@@ -44,7 +45,7 @@ from .._core.exceptions import (
     QueueFullError,
     WorkerStartupError,
 )
-from . import deadlines, failures
+from . import failures
 from .backend import (
     BackendBroken,
     Died,
@@ -73,6 +74,7 @@ from .request import (
     failer,
     resolver,
 )
+from .timer import Timer
 
 __all__ = ["BackendFactory", "WorkerPool"]
 
@@ -95,13 +97,8 @@ class WorkerPool:
     def __init__(self, config: EngineConfig, backend: BackendFactory) -> None:
         self.config = config
         self._lock = threading.Lock()
-        self._timer_wake = threading.Condition(self._lock)
-        self._timer_until = 0.0  # when the timer's current wait ends (0: it is awake)
         self._pending: collections.deque[Request] = collections.deque()
         self._closing = False
-        self._close_deadline = 0.0
-        self._forced = False
-        self._shut_down = False  # the backend is closed: the timer thread ends
         self._closed = threading.Event()
         self._ready = threading.Event()
         self._startup_error: WorkerStartupError | None = None
@@ -111,10 +108,16 @@ class WorkerPool:
             config.log_file, config.log_max_bytes, config.log_backups, echo=config.echo_logs
         )
         self._effects = Effects(self._lock, log, config.model_name)
-        self.backend = backend(self._emit)  # connects (to Ray, say) but starts no worker yet
-        self._timer = threading.Thread(
-            target=self._timer_loop, name=f"cosmos-gradio-timer-{id(self):x}", daemon=True
+        self._timer = Timer(
+            self._lock,
+            self._groups,
+            self._effects,
+            closing=lambda: self._closing,
+            on_due=self._on_due,
+            on_close_overdue=self._kill_stopping_locked,
+            name=f"cosmos-gradio-timer-{id(self):x}",
         )
+        self.backend = backend(self._emit)  # connects (to Ray, say) but starts no worker yet
 
     def start(self) -> None:
         """Start every group (once): the constructor only connected the backend."""
@@ -223,13 +226,13 @@ class WorkerPool:
             first = not self._closing
             if first:
                 self._closing = True
-                self._close_deadline = time.monotonic() + max(0.0, timeout)
+                self._timer.close_by(time.monotonic() + max(0.0, timeout))
                 error = AppClosedError("the app was closed before this request finished")
                 self._fail_all_locked(error)
                 for group in self._groups:
                     self._close_group_locked(group)
                 self._ready.set()
-                self._timer_wake.notify()
+                self._timer.wake()
         self._effects.flush()
         if not first:
             self._closed.wait(timeout + 5.0)
@@ -241,10 +244,8 @@ class WorkerPool:
             for group in self._groups:
                 group.state = S.STOPPED  # the backend is closed: nothing is left to wait for
             self._closed.set()
-            self._shut_down = True
-            self._timer_wake.notify()
-        if self._timer.is_alive() and threading.current_thread() is not self._timer:
-            self._timer.join(5.0)
+            self._timer.shut_down()
+        self._timer.join(5.0)
         self._effects.flush()
         self._effects.log_file.close()
 
@@ -327,7 +328,7 @@ class WorkerPool:
             error = failures.inference_failed(group, rank, request, msg)
             self._effects.call(failer(request.future, error))
             if len(request.replies) < group.size:
-                self._set_deadline_locked(group, "peer_deadline", PEER_GRACE)
+                self._timer.set_deadline(group, "peer_deadline", PEER_GRACE)
         if len(request.replies) == group.size:
             self._finish_locked(group)
 
@@ -381,10 +382,10 @@ class WorkerPool:
             delay = min(
                 self.config.retry_after * 2 ** (group.give_ups - 1), 10 * self.config.retry_after
             )
-            self._set_deadline_locked(group, "restart_at", delay)
+            self._timer.set_deadline(group, "restart_at", delay)
         elif group.restart_at is not None and group.restart_at > time.monotonic():
             move(group, S.RESTARTING)
-            self._timer_wake.notify()
+            self._timer.wake()
         else:
             self._restart_locked(group)
 
@@ -405,7 +406,7 @@ class WorkerPool:
         group.ready_ranks.clear()
         group.peer_deadline = group.restart_at = None
         group.tails.clear()
-        self._set_deadline_locked(group, "start_deadline", self.config.startup_timeout)
+        self._timer.set_deadline(group, "start_deadline", self.config.startup_timeout)
         self._effects.app_line(
             f"starting group {group.index} ({group.size} rank(s), {self.backend.name})"
         )
@@ -503,8 +504,7 @@ class WorkerPool:
                 continue
             if request.timeout is not None:
                 request.deadline = time.monotonic() + request.timeout
-                if deadlines.wakes_sooner(request.deadline, self._timer_until):
-                    self._timer_wake.notify()
+                self._timer.wake_for(request.deadline)
 
     def _fail_pending_locked(self, error: BaseException) -> None:
         """Fail every queued request with ``error``; each gets its status.json."""
@@ -539,53 +539,23 @@ class WorkerPool:
         if all(g.state is S.STOPPED for g in self._groups):
             self._closed.set()
 
-    # ------------------------------------------------------------------ the timer thread
-    def _set_deadline_locked(self, group: Group, name: str, seconds: float) -> None:
-        when = time.monotonic() + seconds
-        setattr(group, name, when)
-        if deadlines.wakes_sooner(when, self._timer_until):
-            self._timer_wake.notify()
+    # ------------------------------------------------------------------ deadlines (timer thread)
+    def _on_due(self, group: Group, what: Due) -> None:
+        """A deadline of ``group`` passed (``deadlines.due`` said which)."""
+        if what is Due.REQUEST_TIMEOUT and group.request is not None:
+            self._timed_out_locked(group, group.request)
+        elif what is Due.PEER_GRACE:
+            self._peers_stuck_locked(group)
+        elif what is Due.STARTUP:
+            self._start_timed_out_locked(group)
+        elif what is Due.RESTART:
+            self._restart_locked(group)
 
-    def _timer_loop(self) -> None:
-        while True:
-            with self._lock:
-                if self._shut_down:
-                    return
-                self._check_timers_locked()
-                if not self._effects.pending:
-                    now = time.monotonic()
-                    timeout = deadlines.next_wakeup(
-                        self._groups, now, self._close_deadline_locked()
-                    )
-                    self._timer_until = time.monotonic() + timeout
-                    self._timer_wake.wait(timeout)
-                    self._timer_until = 0.0
-                    continue
-            self._effects.flush()
-
-    def _check_timers_locked(self) -> None:
-        now = time.monotonic()
-        if self._closing:
-            if deadlines.close_due(now, self._close_deadline_locked()):
-                self._forced = True
-                for g in self._groups:
-                    if g.state is S.STOPPING:
-                        self.backend.stop(g.index)  # graceful took too long: kill
-            return
+    def _kill_stopping_locked(self) -> None:
+        """Closing took too long: kill the groups still stopping (a graceful stop lingers)."""
         for g in self._groups:
-            what = deadlines.due(g, now)
-            if what is Due.REQUEST_TIMEOUT and g.request is not None:
-                self._timed_out_locked(g, g.request)
-            elif what is Due.PEER_GRACE:
-                self._peers_stuck_locked(g)
-            elif what is Due.STARTUP:
-                self._start_timed_out_locked(g)
-            elif what is Due.RESTART:
-                self._restart_locked(g)
-
-    def _close_deadline_locked(self) -> float | None:
-        """The close deadline while it still matters: closing, and not killed yet."""
-        return self._close_deadline if self._closing and not self._forced else None
+            if g.state is S.STOPPING:
+                self.backend.stop(g.index)
 
     def _timed_out_locked(self, group: Group, request: Request) -> None:
         error = failures.timed_out(group, request)
