@@ -11,10 +11,10 @@ them all.
 
 The functions here only *read* those timestamps and compare them with ``now``,
 which the caller passes in: no clock, no thread, no lock. So every rule of
-"what is due when" is tested with made-up times (``tests/engine/test_deadlines.py``),
-and the pool's timer loop only calls them under its lock and acts on the answer
-(the actions, which change state and queue effects, stay in the pool and the
-supervisor).
+"what is due when" is tested with made-up times (``tests/engine/test_deadlines.py``).
+The pool's timer thread (``timer.py``) calls them under the pool's lock and
+hands on what is due; the actions, which change state and queue effects, are
+the supervisor's.
 """
 
 from __future__ import annotations
@@ -24,9 +24,19 @@ from collections.abc import Iterable
 
 from .groups import Group, GroupState
 
-__all__ = ["MAX_SLEEP", "Due", "close_due", "due", "group_deadlines", "next_wakeup", "wakes_sooner"]
+__all__ = [
+    "MAX_SLEEP",
+    "PEER_GRACE",
+    "Due",
+    "close_due",
+    "due",
+    "group_deadlines",
+    "next_wakeup",
+    "wakes_sooner",
+]
 
 MAX_SLEEP = 1.0  # the timer re-plans at least this often (seconds)
+PEER_GRACE = 10.0  # seconds the other ranks get to finish after one rank failed
 S = GroupState
 
 

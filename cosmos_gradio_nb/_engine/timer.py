@@ -5,8 +5,8 @@ Design
 Every deadline of the engine is a ``time.monotonic()`` timestamp on the group
 or request it concerns (``deadlines.py`` lists them and the rules). One thread
 meets them all: under the pool's lock it asks :func:`~.deadlines.due` what
-each group must have done and hands each answer to the pool (``on_due``),
-then waits on a condition of that same lock for
+each group must have done and hands each answer to ``on_due`` (the pool wires
+it to its supervisor), then waits on a condition of that same lock for
 :func:`~.deadlines.next_wakeup` seconds. Whoever sets a deadline sooner than
 the current wait's end wakes it (:meth:`Timer.set_deadline`,
 :meth:`Timer.wake_for`), so a deadline is met late by no more than the time
@@ -16,8 +16,8 @@ While the pool closes, group deadlines no longer matter: only the close
 deadline does, after which the groups still stopping are killed
 (``on_close_overdue``), once.
 
-The timer decides nothing and changes no group itself: the pool acts, on
-this thread, with the lock held, and queues its effects; the thread runs
+The timer decides nothing and changes no group itself: the supervisor acts,
+on this thread, with the lock held, and queues its effects; the thread runs
 those effects (:meth:`~.effects.Effects.flush`) after releasing the lock,
 before it sleeps again. It was a loop inside the pool; on its own it keeps the
 thread's state (its condition, the end of its wait, the close deadline) out of

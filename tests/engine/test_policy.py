@@ -19,7 +19,8 @@ from enginetest import wait_for
 from fake_backend import FakeBackend
 
 import cosmos_gradio_nb as cg
-from cosmos_gradio_nb._engine import pool as _pool
+from cosmos_gradio_nb._engine import deadlines as _deadlines
+from cosmos_gradio_nb._engine import supervisor as _supervisor
 from cosmos_gradio_nb._engine.backend import Died, Gone, Output, Ready
 from cosmos_gradio_nb._engine.config import EngineConfig
 from cosmos_gradio_nb._engine.future import InferenceFuture
@@ -208,7 +209,7 @@ def test_restart_failed_retries_at_once(make_pool: MakePool) -> None:
 
 def test_transient_kills_never_give_a_working_replica_up(make_pool: MakePool, monkeypatch) -> None:
     """Killed three times while idle, then once while restarting: it still serves."""
-    monkeypatch.setattr(_pool, "_backoff", lambda n: 0.0)
+    monkeypatch.setattr(_supervisor, "_backoff", lambda n: 0.0)
     pool, fake = make_pool(groups=1)
     for incarnation in (2, 3, 4):
         fake.die(0)
@@ -224,7 +225,7 @@ def test_transient_kills_never_give_a_working_replica_up(make_pool: MakePool, mo
 
 
 def test_five_failed_starts_in_a_row_give_up_only_then(make_pool: MakePool, monkeypatch) -> None:
-    monkeypatch.setattr(_pool, "_backoff", lambda n: 0.0)
+    monkeypatch.setattr(_supervisor, "_backoff", lambda n: 0.0)
     pool, fake = make_pool(groups=1)
     fake.hold_start = True
     fake.die(0)
@@ -275,7 +276,7 @@ def test_request_timeout_and_terminate(make_pool: MakePool) -> None:
 def test_a_peer_that_never_answers_after_another_failed_is_stopped(
     make_pool: MakePool, monkeypatch
 ) -> None:
-    monkeypatch.setattr(_pool, "PEER_GRACE", 0.2)
+    monkeypatch.setattr(_deadlines, "PEER_GRACE", 0.2)
     pool, fake = make_pool(groups=1, size=2, setup=lambda f: setattr(f, "hold_replies", True))
     fut = submit(pool)
     fake.raise_error(0, fut.request_id, rank=1, message="rank 1 broke")
