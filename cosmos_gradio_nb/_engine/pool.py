@@ -94,11 +94,7 @@ S = GroupState
 
 
 class WorkerPool:
-    """Runs requests on model groups through a backend (see the module docstring).
-
-    ``start()`` starts the groups; ``close()`` ends everything. Every method is
-    safe to call from any thread.
-    """
+    """Runs requests on model groups through a backend (see the module docstring)."""
 
     def __init__(self, config: EngineConfig, backend: BackendFactory) -> None:
         self.config = config
@@ -110,6 +106,7 @@ class WorkerPool:
             config.log_file, config.log_max_bytes, config.log_backups, echo=config.echo_logs
         )
         self._effects = Effects(self._lock, log, config.model_name)
+        # The timer asks the supervisor, which is made next (it needs the timer) ...
         self._timer = Timer(
             self._lock,
             self._groups,
@@ -122,6 +119,7 @@ class WorkerPool:
         self._supervisor = Supervisor(
             config, self._groups, self._effects, self._timer, fail_pending=self._fail_pending_locked
         )
+        # ... and the backend needs the pool's event handler before the supervisor can have it.
         self.backend = backend(self._emit)  # connects (to Ray, say) but starts no worker yet
         self._supervisor.backend = self.backend
 
