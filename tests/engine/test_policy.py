@@ -283,6 +283,8 @@ def test_a_peer_that_never_answers_after_another_failed_is_stopped(
     with pytest.raises(cg.InferenceError, match="rank 1 broke"):
         fut.result(2)
     wait_for(lambda: fake.incarnation(0) == 2, timeout=3)
+    # status.json is written once the lock is released, maybe after the restart began.
+    wait_for(lambda: (fut.output_dir / "status.json").exists(), timeout=3)
     assert status_of(fut)["error"]["message"] == "rank 1 broke"
 
 
