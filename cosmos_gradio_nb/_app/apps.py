@@ -20,9 +20,10 @@ from .._core.result import InferenceResult
 from .._core.settings import DeploymentEnv, app_settings
 from .._core.validation import app_asset_dirs, check_json, make_validator, pydantic_model_of
 from .._engine import tracking as _tracking
+from .._engine.config import EngineConfig
 from .._engine.future import InferenceFuture
 from .._engine.pool import BackendFactory, WorkerPool
-from .._engine.request import PoolConfig, WorkerInfo, new_request
+from .._engine.request import WorkerInfo, new_request
 
 __all__ = ["GradioApp", "NotebookApp", "WorkerInfo"]
 
@@ -173,16 +174,21 @@ class _BaseApp:
         self._validate = make_validator(validator)
         self._history: deque[InferenceFuture] = deque(maxlen=history_size)
         backend_factory = _backend_factory(self.env)
-        self._pool = WorkerPool(
-            PoolConfig(
-                factory=spec,
-                env=self.env,
-                worker_env=dict(worker_env or {}),
-                max_queue_size=max_queue_size,
-                echo_logs=echo_logs,
-            ),
-            backend_factory,
+        # The engine gets only the settings it uses, as plain values.
+        config = EngineConfig(
+            factory=spec,
+            num_groups=self.env.num_groups,
+            group_size=self.env.group_size,
+            model_name=self.env.model_name,
+            log_file=self.env.log_file,
+            log_max_bytes=int(self.env.log_max_mb * 1024 * 1024),
+            log_backups=self.env.log_backups,
+            startup_timeout=self.env.startup_timeout,
+            worker_env={**self.env.worker_environment(), **(worker_env or {})},  # the user's win
+            max_queue_size=max_queue_size,
+            echo_logs=echo_logs,
         )
+        self._pool = WorkerPool(config, backend_factory)
         # Closes the workers when the app is garbage-collected or the interpreter exits.
         self._finalizer = weakref.finalize(self, self._pool.close)
         self._before_start()  # only now: everything that could be refused has been checked

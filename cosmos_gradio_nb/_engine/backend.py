@@ -1,16 +1,16 @@
 """The seam between the request queue and the places model groups run.
 
-The queue and fault policy (``_engine/pool.py``) decide *what* happens: which group
-takes the next request, when a request has run too long, when a group is
-restarted or given up. A *worker-group backend* knows only *how*: start a
-group's ranks somewhere, send them a message, stop them, and report back what
-happened as :data:`Event` objects. Two backends exist, local subprocesses
-(``_backends/local.py``) and Ray actors (``_backends/ray/``); the tests add an in-process fake,
-so the policy is tested without any process at all.
+The queue and fault policy (``_engine/pool.py`` and ``_engine/supervisor.py``)
+decide *what* happens: which group takes the next request, when a request has
+run too long, when a group is restarted or given up. A *worker-group backend*
+knows only *how*: start a group's ranks somewhere, send them a message, stop
+them, and report back what happened as :data:`Event` objects. Two backends exist, local subprocesses
+(``_backends/local.py``) and Ray actors (``_backends/ray/``); the tests add an
+in-process fake, so the policy is tested without any process at all.
 
 Contract for a backend
 ----------------------
-- ``start``, ``send`` and ``stop`` are called by the pool with its lock held:
+- ``start``, ``send`` and ``stop`` are called with the pool's lock held:
   they must return quickly and must never call the ``emit`` function themselves
   (that would re-enter the pool). Events come from the backend's own threads.
 - Every event names the group *and* its incarnation (a number the pool bumps on

@@ -20,7 +20,7 @@ from typing import Any
 
 from .._core.outputs import base_status, finish_status, write_status
 from .logfile import LogFile
-from .request import Request
+from .request import Request, err_dict, failer
 
 __all__ = ["Effects"]
 
@@ -71,6 +71,11 @@ class Effects:
                 write_status(request.output_dir, finish_status(status, state, error=error))
 
         self._calls.append(write)
+
+    def fail(self, request: Request, error: BaseException) -> None:
+        """Write ``request``'s status.json as failed with ``error``, then fail its future."""
+        self.record(request, "failed", err_dict(error))
+        self.call(failer(request.future, error))
 
     def flush(self) -> None:
         """Run what is queued, in order (call without the lock)."""

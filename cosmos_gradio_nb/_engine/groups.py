@@ -1,8 +1,8 @@
 """A model group as the pool sees it: its state machine, and which group takes the next request.
 
 The states and every allowed transition are in :data:`TRANSITIONS`; the pool
-changes a group's state only through :func:`move`, which refuses anything
-else, so the lifecycle can be read here in one screen::
+and its supervisor change a group's state only through :func:`move`, which
+refuses anything else, so the lifecycle can be read here in one screen::
 
     STARTING --all ranks ready--> IDLE <--request done-- BUSY
         |                          |  --dispatch-->       |

@@ -8,8 +8,8 @@ costs one write, the worker, and one wake-up of the backend's thread.
 
 The pool meets model groups only through a :class:`~.backend.WorkerBackend`:
 it asks for a group to be started, sent a request or stopped, and handles the
-events that come back (``_on_*`` below) on the backend's threads. One timer
-thread enforces every deadline: a request's timeout, a group's start-up
+events that come back (``_handle_locked`` below) on the backend's threads. One
+timer thread enforces every deadline: a request's timeout, a group's start-up
 timeout, the grace given to peer ranks after one failed, the backoff before a
 restart and the retry of a group given up.
 
@@ -22,7 +22,22 @@ count toward giving a group up, and a given-up group is retried later, so a
 transient fault never needs a new app. Every accepted request ends with a
 status.json in its folder, whichever way it ended.
 
-User callbacks never run on these threads (see ``callbacks.py``).
+The engine is one state machine behind this pool's one lock, written in four
+parts so that each reads on its own:
+
+- ``pool.py`` (here): the public calls, the queue, the backend's events, the
+  dispatch of queued requests to idle groups, and a request's own outcomes
+  (its result, its error reply, its cancellation);
+- ``supervisor.py``: each group's lifecycle (launch, crash, restart with
+  backoff, give up and retry, stop, close) and what a passed deadline does;
+- ``deadlines.py``: which deadline is due and when the timer wakes next, as
+  pure functions of the deadlines and a given time, tested without threads;
+- ``timer.py``: the one thread that sleeps until the next deadline and hands
+  what is due to the supervisor.
+
+Every one of them runs under the lock (the supervisor and the timer's checks
+are called with it held); what must happen outside it is queued in
+``effects.py``. User callbacks never run on these threads (see ``callbacks.py``).
 """
 
 from __future__ import annotations
@@ -32,7 +47,6 @@ import contextlib
 import logging
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -40,16 +54,14 @@ from .._core.exceptions import (
     AppClosedError,
     CosmosGradioError,
     QueueFullError,
-    WorkerStartupError,
 )
-from . import failures
+from . import deadlines, failures
 from .backend import (
     BackendBroken,
     Died,
     Emit,
     Event,
     Gone,
-    GroupSpec,
     Output,
     Progress,
     Ready,
@@ -58,70 +70,63 @@ from .backend import (
     StartFailed,
     WorkerBackend,
 )
+from .config import EngineConfig
 from .effects import Effects
 from .groups import AfterStop, Group, GroupState, IdleFirst, move
 from .logfile import LogFile
 from .request import (
-    PoolConfig,
     Request,
     WorkerInfo,
     build_result,
-    err_dict,
     err_dict_from_reply,
     failer,
     resolver,
 )
+from .supervisor import Supervisor
+from .timer import Timer
 
 __all__ = ["BackendFactory", "WorkerPool"]
 
 logger = logging.getLogger("cosmos_gradio_nb")
 
 BackendFactory = Callable[[Emit], WorkerBackend]
-PEER_GRACE = 10.0  # seconds the other ranks get to finish after one rank failed
-MAX_START_FAILURES = 5  # consecutive failed starts of a group that once served before giving up
-MAX_SLEEP = 1.0  # the timer re-plans at least this often (seconds)
 S = GroupState
-
-
-def _backoff(n: int) -> float:
-    """Seconds before the ``n``-th consecutive restart: at once, then 1, 2, 4... up to 30."""
-    return 0.0 if n <= 1 else min(30.0, 0.5 * 2 ** (n - 1))
 
 
 class WorkerPool:
     """Runs requests on model groups through a backend (see the module docstring)."""
 
-    def __init__(self, config: PoolConfig, backend: BackendFactory) -> None:
+    def __init__(self, config: EngineConfig, backend: BackendFactory) -> None:
         self.config = config
-        env = config.env
         self._lock = threading.Lock()
-        self._timer_wake = threading.Condition(self._lock)
-        self._timer_until = 0.0  # when the timer's current wait ends (0: it is awake)
         self._pending: collections.deque[Request] = collections.deque()
-        self._closing = False
-        self._close_deadline = 0.0
-        self._forced = False
-        self._shut_down = False  # the backend is closed: the timer thread ends
-        self._closed = threading.Event()
-        self._ready = threading.Event()
-        self._startup_error: WorkerStartupError | None = None
         self._router = IdleFirst()
-        self._groups = [Group(g, env.group_size) for g in range(env.num_groups)]
+        self._groups = [Group(g, config.group_size) for g in range(config.num_groups)]
         log = LogFile(
-            env.log_file, int(env.log_max_mb * 1024 * 1024), env.log_backups, echo=config.echo_logs
+            config.log_file, config.log_max_bytes, config.log_backups, echo=config.echo_logs
         )
-        self._effects = Effects(self._lock, log, env.model_name)
-        self._settings = {**env.worker_environment(), **config.worker_env}
+        self._effects = Effects(self._lock, log, config.model_name)
+        # The timer asks the supervisor, which is made next (it needs the timer) ...
+        self._timer = Timer(
+            self._lock,
+            self._groups,
+            self._effects,
+            closing=lambda: self._supervisor.closing,
+            on_due=lambda group, what: self._supervisor.deadline_passed(group, what),
+            on_close_overdue=lambda: self._supervisor.kill_stopping(),
+            name=f"cosmos-gradio-timer-{id(self):x}",
+        )
+        self._supervisor = Supervisor(
+            config, self._groups, self._effects, self._timer, fail_pending=self._fail_pending_locked
+        )
+        # ... and the backend needs the pool's event handler before the supervisor can have it.
         self.backend = backend(self._emit)  # connects (to Ray, say) but starts no worker yet
-        self._timer = threading.Thread(
-            target=self._timer_loop, name=f"cosmos-gradio-timer-{id(self):x}", daemon=True
-        )
+        self._supervisor.backend = self.backend
 
     def start(self) -> None:
-        """Start every group (once): the constructor only checked settings and connected."""
+        """Start every group (once): the constructor only connected the backend."""
         with self._lock:
-            for group in self._groups:
-                self._launch_locked(group)
+            self._supervisor.start_all()
         self._timer.start()
         self._effects.flush()
 
@@ -129,10 +134,10 @@ class WorkerPool:
     def submit(self, request: Request) -> None:
         """Queue ``request`` (its future is already attached) and start it if a group is free."""
         with self._lock:
-            if self._closing:
+            if self._supervisor.closing:
                 raise AppClosedError("the app is closed; create a new one to run more requests")
-            if self._startup_error is not None:
-                raise self._startup_error
+            if self._supervisor.startup_error is not None:
+                raise self._supervisor.startup_error
             limit = self.config.max_queue_size
             if limit is not None and len(self._pending) >= limit:
                 raise QueueFullError(
@@ -176,7 +181,7 @@ class WorkerPool:
             self._effects.app_line(
                 f"request {request.id} terminated: restarting group {group.index}"
             )
-            self._stop_locked(group, AfterStop.RESTART)
+            self._supervisor.stop(group, AfterStop.RESTART)
             self._effects.call(request.future._force_cancel)
         self._effects.flush()
         return True
@@ -184,79 +189,59 @@ class WorkerPool:
     def restart_failed(self) -> int:
         """Start every given-up or backing-off group now; returns how many."""
         with self._lock:
-            todo = [g for g in self._groups if g.state in (S.FAILED, S.RESTARTING)]
-            if self._closing:
+            if self._supervisor.closing:
                 return 0
-            for group in todo:
-                self._restart_locked(group)
+            count = self._supervisor.restart_failed()
         self._effects.flush()
-        return len(todo)
+        return count
 
     def wait_ready(self, timeout: float | None = None) -> None:
         """Block until every group started (or was given up); raise if none could start."""
-        if not self._ready.wait(timeout):
+        if not self._supervisor.ready.wait(timeout):
             raise TimeoutError(f"workers not ready after {timeout} s")
         with self._lock:
-            if self._startup_error is not None:
-                raise self._startup_error
+            if self._supervisor.startup_error is not None:
+                raise self._supervisor.startup_error
 
     @property
     def closed(self) -> bool:
         """True once close() was called: new requests are refused."""
-        return self._closing
+        return self._supervisor.closing
 
     @property
     def ready(self) -> bool:
-        return self._ready.is_set() and self._startup_error is None
+        return self._supervisor.ready.is_set() and self._supervisor.startup_error is None
 
     def workers(self) -> list[WorkerInfo]:
         with self._lock:
             snapshot = [(g.index, g.state.value, g.request, g.restarts) for g in self._groups]
-        infos = []
-        for index, state, request, restarts in snapshot:
-            for rank in self.backend.ranks(index):
-                infos.append(
-                    WorkerInfo(
-                        group=index,
-                        rank=rank.rank,
-                        gpu=rank.device,
-                        pid=rank.pid,
-                        state=state,
-                        request_id=request.id if request else None,
-                        restarts=restarts,
-                        node=rank.node,
-                    )
-                )
-        return infos
+        return [
+            WorkerInfo.of(index, state, request, restarts, rank)
+            for index, state, request, restarts in snapshot
+            for rank in self.backend.ranks(index)
+        ]
 
     def close(self, timeout: float = 5.0) -> None:
         """Fail what is pending, stop every group (killed after ``timeout`` s), free everything."""
         with self._lock:
-            first = not self._closing
+            first = not self._supervisor.closing
             if first:
-                self._closing = True
-                self._close_deadline = time.monotonic() + max(0.0, timeout)
+                self._timer.close_by(time.monotonic() + max(0.0, timeout))
                 error = AppClosedError("the app was closed before this request finished")
                 self._fail_all_locked(error)
-                for group in self._groups:
-                    self._close_group_locked(group)
-                self._ready.set()
-                self._timer_wake.notify()
+                self._supervisor.close()
+                self._timer.wake()
         self._effects.flush()
         if not first:
-            self._closed.wait(timeout + 5.0)
+            self._supervisor.closed.wait(timeout + 5.0)
             return
-        if not self._closed.wait(timeout + 5.0):
+        if not self._supervisor.closed.wait(timeout + 5.0):
             logger.warning("cosmos_gradio_nb: worker groups did not stop in time; killing them")
         self.backend.close()
         with self._lock:
-            for group in self._groups:
-                group.state = S.STOPPED  # the backend is closed: nothing is left to wait for
-            self._closed.set()
-            self._shut_down = True
-            self._timer_wake.notify()
-        if self._timer.is_alive() and threading.current_thread() is not self._timer:
-            self._timer.join(5.0)
+            self._supervisor.backend_closed()
+            self._timer.shut_down()
+        self._timer.join(5.0)
         self._effects.flush()
         self._effects.log_file.close()
 
@@ -286,11 +271,11 @@ class WorkerPool:
             self._on_ready(group, event.rank)
         elif isinstance(event, StartFailed):
             if group.state is S.STARTING:
-                self._start_failed_locked(group, event.rank, event.summary, event.details)
+                self._supervisor.start_failed(group, event.rank, event.summary, event.details)
         elif isinstance(event, Died):
-            self._on_died(group, event)
+            self._supervisor.died(group, event)
         elif isinstance(event, Gone):
-            self._on_gone(group)
+            self._supervisor.gone(group)
 
     def _on_output(self, group: Group, event: Output) -> None:
         prefix = f"[g{group.index} r{event.rank}]"
@@ -311,22 +296,7 @@ class WorkerPool:
         group.ready_ranks.add(rank)
         if group.state is not S.STARTING or len(group.ready_ranks) < group.size:
             return
-        move(group, S.IDLE)
-        group.start_deadline = None
-        group.start_failures = 0
-        group.error = None
-        if group.ever_ready:
-            group.restarts += 1
-        group.ever_ready = True
-        self._startup_error = None
-        ranks = self.backend.ranks(group.index)
-        where = ", ".join(
-            f"r{r.rank} pid {r.pid} on {(r.device and 'GPU ' + r.device) or 'CPU'}"
-            + (f" @ {r.node}" if self.backend.name != "local" else "")
-            for r in ranks
-        )
-        self._effects.app_line(f"group {group.index} ready ({where})")
-        self._update_ready_locked()
+        self._supervisor.group_ready(group)
         self._dispatch_locked()
 
     def _on_reply(self, group: Group, rank: int, msg: dict[str, Any]) -> None:
@@ -339,7 +309,7 @@ class WorkerPool:
             error = failures.inference_failed(group, rank, request, msg)
             self._effects.call(failer(request.future, error))
             if len(request.replies) < group.size:
-                self._set_deadline_locked(group, "peer_deadline", PEER_GRACE)
+                self._timer.set_deadline(group, "peer_deadline", deadlines.PEER_GRACE)
         if len(request.replies) == group.size:
             self._finish_locked(group)
 
@@ -360,130 +330,11 @@ class WorkerPool:
             self._effects.record(request, "failed", err_dict_from_reply(error))
         self._dispatch_locked()
 
-    def _on_died(self, group: Group, event: Died) -> None:
-        tail = list(group.tail(event.rank))
-        if group.state is S.STARTING:
-            details = "\n".join(tail[-20:])
-            self._start_failed_locked(group, event.rank, f"process died ({event.how})", details)
-            return
-        if group.state not in (S.IDLE, S.BUSY):
-            return  # we are stopping it already
-        request = group.request
-        self._effects.app_line(
-            f"group {group.index} rank {event.rank} died ({event.how}); restarting the group"
-        )
-        if request is not None:
-            error = failures.crashed(group, event, request, tail)
-            self._effects.record(request, "failed", err_dict(error))
-            self._effects.call(failer(request.future, error))
-        group.crashes += 1
-        self._stop_locked(group, AfterStop.RESTART, delay=_backoff(group.crashes))
-
-    def _on_gone(self, group: Group) -> None:
-        if group.state is not S.STOPPING:  # every rank ended at once, unasked
-            self._on_died(
-                group, Died(group.index, group.incarnation, 0, "the group's processes ended")
-            )
-            if group.state is not S.STOPPING:
-                return
-        if self._closing or group.after_stop is AfterStop.STOP:
-            move(group, S.STOPPED)
-            self._note_stopped_locked()
-        elif group.after_stop is AfterStop.GIVE_UP:
-            move(group, S.FAILED)
-            group.give_ups += 1
-            delay = min(
-                self.config.retry_after * 2 ** (group.give_ups - 1), 10 * self.config.retry_after
-            )
-            self._set_deadline_locked(group, "restart_at", delay)
-        elif group.restart_at is not None and group.restart_at > time.monotonic():
-            move(group, S.RESTARTING)
-            self._timer_wake.notify()
-        else:
-            self._restart_locked(group)
-
     def _broken_locked(self, message: str) -> None:
         logger.error("cosmos_gradio_nb: %s", message)
         error = CosmosGradioError(f"internal error: {message}")
-        self._closing = True
         self._fail_all_locked(error)
-        for group in self._groups:
-            group.state = S.STOPPED  # nothing will answer: no transition to wait for
-        self._ready.set()
-        self._closed.set()
-
-    # ------------------------------------------------------------------ policy
-    def _launch_locked(self, group: Group) -> None:
-        """Ask the backend for a new incarnation of ``group`` (already STARTING)."""
-        group.incarnation += 1
-        group.ready_ranks.clear()
-        group.peer_deadline = group.restart_at = None
-        group.tails.clear()
-        self._set_deadline_locked(group, "start_deadline", self.config.env.startup_timeout)
-        self._effects.app_line(
-            f"starting group {group.index} ({group.size} rank(s), {self.backend.name})"
-        )
-        spec = GroupSpec(
-            index=group.index,
-            size=group.size,
-            incarnation=group.incarnation,
-            factory=self.config.factory,
-            env=dict(self._settings, COSMOS_GRADIO_GROUP=str(group.index)),
-            sys_path=self.config.sys_path,
-            cwd=self.config.cwd,
-        )
-        try:
-            self.backend.start(spec)
-        except Exception as exc:  # nothing started, so no Gone will come: act as if it had
-            logger.exception("cosmos_gradio_nb: the backend could not start group %d", group.index)
-            summary = f"{type(exc).__name__}: {exc}"
-            self._start_failed_locked(group, 0, summary, traceback.format_exc())
-            if group.state is S.STOPPING:
-                self._on_gone(group)
-
-    def _restart_locked(self, group: Group) -> None:
-        if group.ever_ready or group.give_ups:
-            self._effects.app_line(f"restarting group {group.index}")
-        if group.state is S.FAILED:  # a retry: requests may queue for it again
-            self._startup_error = None
-            if not group.ever_ready:
-                self._ready.clear()
-        move(group, S.STARTING)
-        self._launch_locked(group)
-
-    def _stop_locked(
-        self, group: Group, then: AfterStop, *, delay: float = 0.0, graceful: bool = False
-    ) -> None:
-        """Stop every rank of ``group``; once they are gone, do ``then``."""
-        group.request = None
-        group.peer_deadline = group.start_deadline = None
-        group.after_stop = then
-        group.restart_at = time.monotonic() + delay
-        move(group, S.STOPPING)
-        self.backend.stop(group.index, graceful=graceful)
-
-    def _start_failed_locked(self, group: Group, rank: int, summary: str, details: str) -> None:
-        group.start_failures += 1
-        error = failures.start_failed(group, rank, summary, details)
-        self._effects.app_line(f"group {group.index} rank {rank} failed to start: {summary}")
-        give_up = not group.ever_ready or group.start_failures >= MAX_START_FAILURES
-        if not give_up:
-            self._stop_locked(group, AfterStop.RESTART, delay=_backoff(group.start_failures))
-            return
-        self._stop_locked(group, AfterStop.GIVE_UP)
-        group.error = error
-        self._effects.app_line(
-            f"group {group.index} given up after {group.start_failures} failed start(s); "
-            "it is tried again later, or at once with app.restart_workers()"
-        )
-        if all(g.given_up for g in self._groups):
-            self._startup_error = next(g.error for g in self._groups if g.error is not None)
-            self._fail_pending_locked(self._startup_error)
-        self._update_ready_locked()
-
-    def _update_ready_locked(self) -> None:
-        if all(g.ever_ready or g.given_up for g in self._groups):
-            self._ready.set()
+        self._supervisor.broken()
 
     def _dispatch_locked(self) -> None:
         while self._pending:
@@ -513,19 +364,17 @@ class WorkerPool:
                 request.future._unstart()
                 request.started_at = request.group = None
                 self._pending.appendleft(request)
-                self._stop_locked(group, AfterStop.RESTART)
+                self._supervisor.stop(group, AfterStop.RESTART)
                 continue
             if request.timeout is not None:
                 request.deadline = time.monotonic() + request.timeout
-                if request.deadline < self._timer_until:
-                    self._timer_wake.notify()
+                self._timer.wake_for(request.deadline)
 
     def _fail_pending_locked(self, error: BaseException) -> None:
         """Fail every queued request with ``error``; each gets its status.json."""
         for request in self._pending:
             if not request.future.cancelled():
-                self._effects.record(request, "failed", err_dict(error))
-                self._effects.call(failer(request.future, error))
+                self._effects.fail(request, error)
         self._pending.clear()
 
     def _fail_all_locked(self, error: BaseException) -> None:
@@ -533,109 +382,5 @@ class WorkerPool:
         self._fail_pending_locked(error)
         for group in self._groups:
             if group.request is not None:
-                self._effects.record(group.request, "failed", err_dict(error))
-                self._effects.call(failer(group.request.future, error))
+                self._effects.fail(group.request, error)
                 group.request = None
-
-    def _close_group_locked(self, group: Group) -> None:
-        if group.incarnation == 0:  # never started (the app failed before start())
-            group.state = S.STOPPED
-        elif group.state is S.IDLE:
-            self._stop_locked(group, AfterStop.STOP, graceful=True)  # the model's close() runs
-        elif group.state in (S.STARTING, S.BUSY):
-            self._stop_locked(group, AfterStop.STOP)
-        elif group.state in (S.RESTARTING, S.FAILED):
-            move(group, S.STOPPED)
-        elif group.state is S.STOPPING:
-            group.after_stop = AfterStop.STOP
-        self._note_stopped_locked()
-
-    def _note_stopped_locked(self) -> None:
-        """Once every group is stopped, close() may go on."""
-        if all(g.state is S.STOPPED for g in self._groups):
-            self._closed.set()
-
-    # ------------------------------------------------------------------ the timer thread
-    def _set_deadline_locked(self, group: Group, name: str, seconds: float) -> None:
-        when = time.monotonic() + seconds
-        setattr(group, name, when)
-        if when < self._timer_until:
-            self._timer_wake.notify()
-
-    def _timer_loop(self) -> None:
-        while True:
-            with self._lock:
-                if self._shut_down:
-                    return
-                self._check_timers_locked()
-                if not self._effects.pending:
-                    timeout = self._next_timeout_locked()
-                    self._timer_until = time.monotonic() + timeout
-                    self._timer_wake.wait(timeout)
-                    self._timer_until = 0.0
-                    continue
-            self._effects.flush()
-
-    def _next_timeout_locked(self) -> float:
-        now = time.monotonic()
-        deadlines = [now + MAX_SLEEP]
-        for g in self._groups:
-            if g.request is not None and g.request.deadline is not None:
-                deadlines.append(g.request.deadline)
-            for when in (g.peer_deadline, g.start_deadline, g.restart_at):
-                if when is not None and g.state is not S.STOPPING:
-                    deadlines.append(when)
-        if self._closing and not self._forced:
-            deadlines.append(self._close_deadline)
-        return max(0.0, min(deadlines) - now)
-
-    def _check_timers_locked(self) -> None:
-        now = time.monotonic()
-        if self._closing:
-            if not self._forced and now >= self._close_deadline:
-                self._forced = True
-                for g in self._groups:
-                    if g.state is S.STOPPING:
-                        self.backend.stop(g.index)  # graceful took too long: kill
-            return
-        for g in self._groups:
-            request = g.request
-            deadline = request.deadline if request is not None else None
-            if (
-                g.state is S.BUSY
-                and request is not None
-                and deadline is not None
-                and now >= deadline
-            ):
-                self._timed_out_locked(g, request)
-                continue
-            if g.state is S.BUSY and g.peer_deadline is not None and now >= g.peer_deadline:
-                self._peers_stuck_locked(g)
-            elif g.state is S.STARTING and g.start_deadline is not None and now >= g.start_deadline:
-                self._start_timed_out_locked(g)
-            elif g.state in (S.RESTARTING, S.FAILED) and now >= (g.restart_at or now):
-                self._restart_locked(g)
-
-    def _timed_out_locked(self, group: Group, request: Request) -> None:
-        error = failures.timed_out(group, request)
-        self._effects.app_line(str(error))
-        self._effects.record(request, "failed", err_dict(error))
-        self._effects.call(failer(request.future, error))
-        self._stop_locked(group, AfterStop.RESTART)
-
-    def _peers_stuck_locked(self, group: Group) -> None:
-        self._effects.app_line(
-            f"group {group.index}: ranks still busy {PEER_GRACE:g} s after a peer failed; restarting"
-        )
-        request = group.request
-        if request is not None:
-            reply = next((r for r in request.replies.values() if r["type"] == "error"), None)
-            self._effects.record(request, "failed", err_dict_from_reply(reply) if reply else None)
-        self._stop_locked(group, AfterStop.RESTART)
-
-    def _start_timed_out_locked(self, group: Group) -> None:
-        rank = next((r for r in range(group.size) if r not in group.ready_ranks), 0)
-        limit = self.config.env.startup_timeout
-        tail = "\n".join(list(group.tail(rank))[-20:])
-        summary = f"not ready after {limit:g} s (STARTUP_TIMEOUT); its last lines:"
-        self._start_failed_locked(group, rank, summary, tail or "(it printed nothing)")

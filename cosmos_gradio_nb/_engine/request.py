@@ -3,44 +3,39 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import InvalidStateError
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .._core.outputs import new_request_id, request_folder
-from .._core.protocol import FactorySpec
 from .._core.public import public
 from .._core.result import InferenceResult
-from .._core.settings import DeploymentEnv
+from .backend import RankInfo
 from .future import InferenceFuture
 
-if TYPE_CHECKING:
-    from .pool import WorkerPool
-
-__all__ = ["PoolConfig", "Request", "WorkerInfo", "build_result", "new_request"]
+__all__ = ["Request", "RequestOwner", "WorkerInfo", "build_result", "new_request"]
 
 MAX_LOG_LINES = 10_000  # a request's ``log`` keeps at most this many lines...
 MAX_LOG_BYTES = 4 * 1024 * 1024  # ...and this many bytes; LOG_FILE has everything
 
 
-@dataclass
-class PoolConfig:
-    """What the pool needs to start workers."""
+class RequestOwner(Protocol):
+    """What a request's future asks of the queue that holds the request (the pool)."""
 
-    factory: FactorySpec
-    env: DeploymentEnv
-    worker_env: dict[str, str] = field(default_factory=dict)
-    max_queue_size: int | None = None
-    echo_logs: bool = False
-    cwd: str = field(default_factory=os.getcwd)
-    sys_path: list[str] = field(default_factory=lambda: list(sys.path))
-    retry_after: float = 60.0
-    """Seconds before a given-up group is tried again (doubling, at most ten times that)."""
+    def queue_position(self, request: Request) -> int | None:
+        """Requests ahead of ``request`` in the queue; None once it left the queue."""
+        ...
+
+    def forget(self, request: Request) -> None:
+        """Drop ``request``, cancelled while queued."""
+        ...
+
+    def terminate(self, request: Request) -> bool:
+        """Stop ``request`` while it runs; False if it is not running."""
+        ...
 
 
 @dataclass(eq=False)
@@ -51,7 +46,7 @@ class Request:
     params: dict[str, Any]
     output_dir: str
     timeout: float | None
-    pool: WorkerPool
+    pool: RequestOwner
     queued_at: float = field(default_factory=time.time)
     future: InferenceFuture = field(init=False)
     started_at: float | None = None
@@ -92,9 +87,25 @@ class WorkerInfo:
     node: str = ""
     """The machine it runs on (host name, or the Ray node's address)."""
 
+    @classmethod
+    def of(
+        cls, group: int, state: str, request: Request | None, restarts: int, rank: RankInfo
+    ) -> WorkerInfo:
+        """The snapshot of ``rank`` of a group in ``state``, running ``request`` (or None)."""
+        return cls(
+            group=group,
+            rank=rank.rank,
+            gpu=rank.device,
+            pid=rank.pid,
+            state=state,
+            request_id=request.id if request else None,
+            restarts=restarts,
+            node=rank.node,
+        )
+
 
 def new_request(
-    pool: WorkerPool, params: dict[str, Any], output_root: Path, timeout: float | None
+    pool: RequestOwner, params: dict[str, Any], output_root: Path, timeout: float | None
 ) -> Request:
     """A request with its own id, folder (also set as ``params["output_dir"]``) and future."""
     request_id = new_request_id()

@@ -19,15 +19,31 @@ from enginetest import wait_for
 from fake_backend import FakeBackend
 
 import cosmos_gradio_nb as cg
-from cosmos_gradio_nb._core.settings import DeploymentEnv
-from cosmos_gradio_nb._engine import pool as _pool
+from cosmos_gradio_nb._engine import deadlines as _deadlines
+from cosmos_gradio_nb._engine import supervisor as _supervisor
 from cosmos_gradio_nb._engine.backend import Died, Gone, Output, Ready
+from cosmos_gradio_nb._engine.config import EngineConfig
 from cosmos_gradio_nb._engine.future import InferenceFuture
 from cosmos_gradio_nb._engine.groups import TRANSITIONS, Group, GroupState, move
 from cosmos_gradio_nb._engine.pool import WorkerPool
-from cosmos_gradio_nb._engine.request import PoolConfig, new_request
+from cosmos_gradio_nb._engine.request import new_request
 
 MakePool = Callable[..., tuple[WorkerPool, FakeBackend]]
+
+
+def engine_config(out: Path, groups: int = 1, size: int = 1, **overrides: Any) -> EngineConfig:
+    """The app's defaults, with the log in ``out`` (the requests' folders go there too)."""
+    values: dict[str, Any] = {
+        "factory": {"module": "m", "function": "f"},
+        "num_groups": groups,
+        "group_size": size,
+        "model_name": "cosmos_model",
+        "log_file": out / "app.log",
+        "log_max_bytes": 100 * 1024 * 1024,
+        "log_backups": 3,
+        "startup_timeout": 1800.0,
+    }
+    return EngineConfig(**{**values, **overrides})
 
 
 @pytest.fixture()
@@ -42,13 +58,7 @@ def make_pool(tmp_path: Path) -> Iterator[MakePool]:
         retry_after: float = 60.0,
         **settings: Any,
     ) -> tuple[WorkerPool, FakeBackend]:
-        env = DeploymentEnv(
-            num_gpus=groups * size,
-            gpus_per_model=size,
-            output_dir=tmp_path / "out",
-            log_file=tmp_path / "out" / "app.log",
-            **settings,
-        ).resolved()
+        config = engine_config(tmp_path / "out", groups, size, retry_after=retry_after, **settings)
         made: list[FakeBackend] = []
 
         def backend(emit: Any) -> FakeBackend:
@@ -58,9 +68,6 @@ def make_pool(tmp_path: Path) -> Iterator[MakePool]:
             made.append(fake)
             return fake
 
-        config = PoolConfig(
-            factory={"module": "m", "function": "f"}, env=env, retry_after=retry_after
-        )
         pool = WorkerPool(config, backend)
         pool.start()
         pools.append(pool)
@@ -73,7 +80,7 @@ def make_pool(tmp_path: Path) -> Iterator[MakePool]:
 
 
 def submit(pool: WorkerPool, timeout: float | None = None, **params: Any) -> InferenceFuture:
-    request = new_request(pool, dict(params), pool.config.env.output_dir, timeout)
+    request = new_request(pool, dict(params), pool.config.log_file.parent, timeout)
     pool.submit(request)
     return request.future
 
@@ -202,7 +209,7 @@ def test_restart_failed_retries_at_once(make_pool: MakePool) -> None:
 
 def test_transient_kills_never_give_a_working_replica_up(make_pool: MakePool, monkeypatch) -> None:
     """Killed three times while idle, then once while restarting: it still serves."""
-    monkeypatch.setattr(_pool, "_backoff", lambda n: 0.0)
+    monkeypatch.setattr(_supervisor, "_backoff", lambda n: 0.0)
     pool, fake = make_pool(groups=1)
     for incarnation in (2, 3, 4):
         fake.die(0)
@@ -218,7 +225,7 @@ def test_transient_kills_never_give_a_working_replica_up(make_pool: MakePool, mo
 
 
 def test_five_failed_starts_in_a_row_give_up_only_then(make_pool: MakePool, monkeypatch) -> None:
-    monkeypatch.setattr(_pool, "_backoff", lambda n: 0.0)
+    monkeypatch.setattr(_supervisor, "_backoff", lambda n: 0.0)
     pool, fake = make_pool(groups=1)
     fake.hold_start = True
     fake.die(0)
@@ -269,13 +276,15 @@ def test_request_timeout_and_terminate(make_pool: MakePool) -> None:
 def test_a_peer_that_never_answers_after_another_failed_is_stopped(
     make_pool: MakePool, monkeypatch
 ) -> None:
-    monkeypatch.setattr(_pool, "PEER_GRACE", 0.2)
+    monkeypatch.setattr(_deadlines, "PEER_GRACE", 0.2)
     pool, fake = make_pool(groups=1, size=2, setup=lambda f: setattr(f, "hold_replies", True))
     fut = submit(pool)
     fake.raise_error(0, fut.request_id, rank=1, message="rank 1 broke")
     with pytest.raises(cg.InferenceError, match="rank 1 broke"):
         fut.result(2)
     wait_for(lambda: fake.incarnation(0) == 2, timeout=3)
+    # status.json is written once the lock is released, maybe after the restart began.
+    wait_for(lambda: (fut.output_dir / "status.json").exists(), timeout=3)
     assert status_of(fut)["error"]["message"] == "rank 1 broke"
 
 
@@ -372,10 +381,9 @@ def test_the_transition_table_is_enforced() -> None:
 
 
 def test_closing_a_pool_that_never_started_is_immediate(tmp_path: Path) -> None:
-    env = DeploymentEnv(output_dir=tmp_path / "o", log_file=tmp_path / "log").resolved()
     made: list[FakeBackend] = []
     pool = WorkerPool(
-        PoolConfig(factory={"module": "m", "function": "f"}, env=env),
+        engine_config(tmp_path),
         lambda emit: made.append(FakeBackend(emit, size=1)) or made[-1],
     )
     t0 = time.monotonic()

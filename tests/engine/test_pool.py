@@ -345,9 +345,9 @@ def test_module_next_to_the_caller_imports_in_workers(make_app, tmp_path, monkey
 
 
 def test_distributed_group_with_gloo(make_app, monkeypatch) -> None:
-    import cosmos_gradio_nb._engine.pool as pool
+    import cosmos_gradio_nb._engine.deadlines as deadlines
 
-    monkeypatch.setattr(pool, "PEER_GRACE", 1.0)  # rank 0 waits in all_reduce for a dead peer
+    monkeypatch.setattr(deadlines, "PEER_GRACE", 1.0)  # rank 0 waits in all_reduce for a dead peer
     app = make_app(factory_module="dist_model", num_gpus=2)  # GPUS_PER_MODEL defaults to NUM_GPUS
     app.wait_ready(60)
     assert [(w.group, w.rank) for w in app.workers()] == [(0, 0), (0, 1)]

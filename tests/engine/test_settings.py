@@ -212,6 +212,26 @@ def test_every_setting_is_documented_in_the_readme_and_reaches_the_worker() -> N
     assert "COSMOS_GRADIO_AUTH" not in DeploymentEnv(auth="u:p").worker_environment()
 
 
+def test_the_engine_gets_the_settings_it_uses_as_plain_values(make_app) -> None:
+    from cosmos_gradio_nb._core.settings import env_var
+
+    app = make_app(
+        model_name="m1",
+        startup_timeout=123.0,
+        log_max_mb=2,
+        log_backups=1,
+        max_queue_size=7,
+        worker_env={"EXTRA": "x", env_var("model_name"): "from worker_env"},
+    )
+    config = app._pool.config
+    assert (config.num_groups, config.group_size, config.model_name) == (1, 1, "m1")
+    assert (config.startup_timeout, config.log_max_bytes, config.log_backups) == (123.0, 2**21, 1)
+    assert config.log_file == app.env.log_file and config.max_queue_size == 7
+    assert config.worker_env[env_var("startup_timeout")] == "123.0"
+    assert config.worker_env["EXTRA"] == "x"
+    assert config.worker_env[env_var("model_name")] == "from worker_env"  # the user's wins
+
+
 def test_every_app_setting_is_a_serve_option() -> None:
     from cosmos_gradio_nb._cli import build_parser
     from cosmos_gradio_nb._core.settings import app_settings
