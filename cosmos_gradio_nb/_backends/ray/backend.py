@@ -23,7 +23,7 @@ scheduler of its own:
   That whole path is one :class:`~.files.NodeFiles` per group: the backend
   hands it the group's messages and rank 0's replies, nothing more.
 
-The queue, the futures and every policy stay in the app's process (``_engine/pool.py``).
+The queue, the futures and every policy stay in the app's process (``_engine/``).
 The settings used here come as a :class:`~.config.RayConfig`, which the app builds.
 """
 
