@@ -30,8 +30,6 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 PKG = Path(__file__).resolve().parents[1] / "cosmos_gradio_nb"
 ROOT = "cosmos_gradio_nb"
 
@@ -337,6 +335,5 @@ def test_the_worker_entry_point_stays_light(tmp_path: Path) -> None:
 
 
 def test_the_ray_agent_stays_light() -> None:
-    pytest.importorskip("ray")  # installed by the [test] extra; the agent itself needs no ray
     loaded = _loaded_after("import cosmos_gradio_nb._backends.ray.agent")
     assert loaded == [], f"the Ray rank agent module imports {loaded} on every node"
