@@ -134,19 +134,34 @@ class WorkerPool:
     def submit(self, request: Request) -> None:
         """Queue ``request`` (its future is already attached) and start it if a group is free."""
         with self._lock:
-            if self._supervisor.closing:
-                raise AppClosedError("the app is closed; create a new one to run more requests")
-            if self._supervisor.startup_error is not None:
-                raise self._supervisor.startup_error
-            limit = self.config.max_queue_size
-            if limit is not None and len(self._pending) >= limit:
-                raise QueueFullError(
-                    f"{len(self._pending)} requests are already queued (max_queue_size={limit}); "
-                    "wait for some to finish or raise max_queue_size"
-                )
+            self._admit_locked(1)
             self._pending.append(request)
             self._dispatch_locked()
         self._effects.flush()
+
+    def submit_many(self, requests: list[Request]) -> None:
+        """Queue all of ``requests``, in order, or none of them (the same checks as
+        :meth:`submit`, made once for all under the lock: room for every one)."""
+        with self._lock:
+            self._admit_locked(len(requests))
+            self._pending.extend(requests)
+            self._dispatch_locked()
+        self._effects.flush()
+
+    def _admit_locked(self, count: int) -> None:
+        """Raise unless ``count`` more requests may be queued now."""
+        if self._supervisor.closing:
+            raise AppClosedError("the app is closed; create a new one to run more requests")
+        if (refused := self._supervisor.refusal()) is not None:
+            raise refused
+        limit = self.config.max_queue_size
+        queued = len(self._pending)
+        if limit is not None and queued + count > limit:
+            more = "" if count == 1 else f"; {count} more do not fit"
+            raise QueueFullError(
+                f"{queued} requests are already queued (max_queue_size={limit}){more}; "
+                "wait for some to finish or raise max_queue_size"
+            )
 
     def queue_position(self, request: Request) -> int | None:
         with self._lock:
@@ -200,8 +215,9 @@ class WorkerPool:
         if not self._supervisor.ready.wait(timeout):
             raise TimeoutError(f"workers not ready after {timeout} s")
         with self._lock:
-            if self._supervisor.startup_error is not None:
-                raise self._supervisor.startup_error
+            refused = self._supervisor.refusal()
+        if refused is not None:
+            raise refused
 
     @property
     def closed(self) -> bool:
@@ -374,7 +390,7 @@ class WorkerPool:
         """Fail every queued request with ``error``; each gets its status.json."""
         for request in self._pending:
             if not request.future.cancelled():
-                self._effects.fail(request, error)
+                self._effects.fail(request, failures.fresh(error))  # a traceback of its own
         self._pending.clear()
 
     def _fail_all_locked(self, error: BaseException) -> None:

@@ -106,7 +106,15 @@ class Supervisor:
         self.closed = threading.Event()
         """Set once every group is stopped."""
         self.startup_error: WorkerStartupError | None = None
-        """Why no group can serve, while every group is given up."""
+        """Why no group can serve, while every group is given up (raise :meth:`refusal`)."""
+
+    def refusal(self) -> WorkerStartupError | None:
+        """A new exception saying why no group can serve, or None while one can.
+
+        Each refused call raises its own copy: the stored one, raised again and
+        again, would keep every raise's frames in its traceback.
+        """
+        return None if self.startup_error is None else failures.fresh(self.startup_error)
 
     # ------------------------------------------------------------------ starting
     def start_all(self) -> None:
