@@ -337,7 +337,6 @@ class WorkerPool:
         group.peer_deadline = None
         move(group, S.IDLE)
         if not request.failed:
-            group.crashes = 0
             status = request.replies[0].get("status") or {}
             self._effects.call(resolver(request.future, build_result(request, status)))
         elif group.size > 1:
