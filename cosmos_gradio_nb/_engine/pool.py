@@ -99,6 +99,7 @@ class WorkerPool:
     def __init__(self, config: EngineConfig, backend: BackendFactory) -> None:
         self.config = config
         self._lock = threading.Lock()
+        self._close_called = False
         self._pending: collections.deque[Request] = collections.deque()
         self._router = IdleFirst()
         self._groups = [Group(g, config.group_size) for g in range(config.num_groups)]
@@ -240,8 +241,8 @@ class WorkerPool:
     def close(self, timeout: float = 5.0) -> None:
         """Fail what is pending, stop every group (killed after ``timeout`` s), free everything."""
         with self._lock:
-            first = not self._supervisor.closing
-            if first:
+            first, self._close_called = not self._close_called, True
+            if first and not self._supervisor.closing:  # (a broken backend stopped them all)
                 self._timer.close_by(time.monotonic() + max(0.0, timeout))
                 error = AppClosedError("the app was closed before this request finished")
                 self._fail_all_locked(error)
