@@ -138,7 +138,8 @@ class LogFile:
             os.ftruncate(fd, 0)  # in place: every writer's descriptor stays right
             return fd
         olds = rotated_paths(self.path, self.backups)
-        top = 0  # backups .1 ... .top exist; shift them up by one (the last one past the limit goes)
+        # Backups .1 ... .top exist: shift them up by one (past LOG_BACKUPS, the oldest goes).
+        top = 0
         while top < self.backups and olds[top].exists():
             top += 1
         for i in range(min(top, self.backups - 1), 0, -1):
