@@ -153,8 +153,7 @@ class WorkerPool:
         """Raise unless ``count`` more requests may be queued now."""
         if self._supervisor.closing:
             raise AppClosedError("the app is closed; create a new one to run more requests")
-        if (refused := self._supervisor.refusal()) is not None:
-            raise refused
+        self._supervisor.raise_if_given_up()
         limit = self.config.max_queue_size
         queued = len(self._pending)
         if limit is not None and queued + count > limit:
@@ -216,9 +215,7 @@ class WorkerPool:
         if not self._supervisor.ready.wait(timeout):
             raise TimeoutError(f"workers not ready after {timeout} s")
         with self._lock:
-            refused = self._supervisor.refusal()
-        if refused is not None:
-            raise refused
+            self._supervisor.raise_if_given_up()
 
     @property
     def closed(self) -> bool:

@@ -107,15 +107,17 @@ class Supervisor:
         self.closed = threading.Event()
         """Set once every group is stopped."""
         self.startup_error: WorkerStartupError | None = None
-        """Why no group can serve, while every group is given up (raise :meth:`refusal`)."""
+        """Why no group can serve, while every group is given up (see :meth:`raise_if_given_up`)."""
 
-    def refusal(self) -> WorkerStartupError | None:
-        """A new exception saying why no group can serve, or None while one can.
+    def raise_if_given_up(self) -> None:
+        """Raise a new exception saying why no group can serve, while every group is given up.
 
         Each refused call raises its own copy: the stored one, raised again and
-        again, would keep every raise's frames in its traceback.
+        again, would keep every raise's frames in its traceback. (No local holds
+        it either: a frame of its traceback holding it would make a cycle.)
         """
-        return None if self.startup_error is None else failures.fresh(self.startup_error)
+        if self.startup_error is not None:
+            raise failures.fresh(self.startup_error)
 
     # ------------------------------------------------------------------ starting
     def start_all(self) -> None:
