@@ -7,6 +7,9 @@ backend broke still closes everything.
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import sys
 import threading
 import time
 import traceback
@@ -182,3 +185,70 @@ def test_close_after_the_backend_broke_still_frees_everything(
     assert not pool._timer._thread.is_alive(), "the timer thread outlived close()"
     assert pool._effects.log_file._closed, "the log file was left open"
     assert spins.zero < 20, f"{spins.zero} zero-second waits after the backend broke"
+
+
+# -- callbacks ------------------------------------------------------------------------------------
+def _held(make_pool: MakePool, groups: int = 1) -> tuple[WorkerPool, FakeBackend]:
+    return make_pool(groups=groups, setup=lambda f: setattr(f, "hold_replies", True))
+
+
+def _answer_all(fake: FakeBackend, groups: int = 1) -> None:
+    for group in range(groups):
+        for msg in fake.sent(group):
+            fake.answer(group, msg["id"])
+
+
+def test_callbacks_that_call_sys_exit_stop_no_other_callback(make_pool: MakePool) -> None:
+    pool, fake = _held(make_pool)
+    futures = [submit(pool) for _ in range(40)]
+    for fut in futures:
+        fut.add_done_callback(lambda _: sys.exit(3))
+    ran = threading.Event()
+    last = submit(pool)
+    last.add_done_callback(lambda _: ran.set())
+    for _ in range(41):  # one group: each answer lets the next request run
+        fake.sync()
+        _answer_all(fake)
+    assert all(f.done() for f in futures) and ran.wait(5), "a normal callback never ran"
+
+
+def test_blocked_user_callbacks_delay_neither_another_callback_nor_asyncio(
+    make_pool: MakePool,
+) -> None:
+    """32 user callbacks blocked (20 s in the issue): another future's done-callback and
+    ``asyncio.wrap_future`` (the page's /generate) still answer at once."""
+    pool, fake = _held(make_pool, groups=2)
+    release = threading.Event()
+    blocked: list[int] = []
+
+    def block(_: object) -> None:
+        blocked.append(1)
+        release.wait(60)
+
+    try:
+        for _ in range(32):
+            fut = submit(pool)
+            fut.add_done_callback(block)
+            fake.sync()
+            _answer_all(fake, groups=2)
+            fut.result(5)
+        wait_for(lambda: len(blocked) == 32, timeout=10)
+
+        async def await_one() -> tuple[float, float]:
+            fut = submit(pool)
+            ran = threading.Event()
+            fut.add_done_callback(lambda _: ran.set())
+            wrapped = asyncio.wrap_future(fut)
+            fake.sync()
+            t0 = time.monotonic()
+            _answer_all(fake, groups=2)
+            await asyncio.wait_for(wrapped, 10)
+            awaited = time.monotonic() - t0
+            assert await asyncio.to_thread(ran.wait, 10)
+            return awaited, time.monotonic() - t0
+
+        awaited, called = asyncio.run(await_one())
+        assert awaited < 1.0, f"asyncio.wrap_future answered after {awaited:.1f} s"
+        assert called < 1.0, f"another future's done-callback ran after {called:.1f} s"
+    finally:
+        release.set()
