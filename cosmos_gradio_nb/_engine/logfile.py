@@ -23,12 +23,14 @@ file's real size (``fstat``), whoever wrote it:
    path and try again: we end up holding the lock of the current file;
 2. append, and when a line would take the file past the limit, rotate first:
    rename the backups up by one and ``LOG_FILE`` to ``LOG_FILE.1`` while still
-   holding the old inode's lock, then create the new file and lock it before
-   letting the old one go.
+   holding the old inode's lock, let it go, and lock the current file again as
+   in 1 (another writer may have created the new file, or even rotated it, by
+   then); its size is read again under that lock.
 
 Only the holder of the current file's lock can rename it, so rotations are one
-at a time and every waiter notices the rename before it writes; a file exceeds
-the limit only by a single line longer than the limit itself. ``flock`` works
+at a time and every writer checks, once it holds a lock, that it holds the
+current file's; a file exceeds the limit only by a single line longer than the
+limit itself. ``flock`` works
 between descriptors of one process as between processes, so two writers in
 one process and two processes are the same case. No extra lock file is
 needed, so nothing new appears next to the outputs.
@@ -98,12 +100,13 @@ class LogFile:
             size = os.fstat(fd).st_size  # everyone's bytes, not only ours
             chunk: list[bytes] = []
             for block in blocks:
-                if size and size + len(block) > self.max_bytes:
+                # (while: another writer may have filled the new file before we had its lock)
+                while size and size + len(block) > self.max_bytes:
                     if chunk:
                         _write_all(fd, b"".join(chunk))
                         chunk = []
                     fd = self._rotate(fd)
-                    size = os.fstat(fd).st_size  # another writer may have written there since
+                    size = os.fstat(fd).st_size
                 chunk.append(block)
                 size += len(block)
             if chunk:
@@ -145,13 +148,13 @@ class LogFile:
         for i in range(min(top, self.backups - 1), 0, -1):
             os.replace(olds[i - 1], olds[i])
         os.replace(self.path, olds[0])
-        new = self._open()
-        fcntl.flock(new, fcntl.LOCK_EX)  # before letting the old one go: no one slips between
         with contextlib.suppress(OSError):
             fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
-        self._fd = new
-        return new
+        self._fd = None
+        # Whoever gets there first creates the new file (another writer may, and may even
+        # rotate it before we have its lock): lock whatever is current when we get there.
+        return self._lock_current()
 
 
 def _write_all(fd: int, data: bytes) -> None:
