@@ -212,10 +212,11 @@ class _BaseApp:
             raise ValidationError(
                 f"parameters must be a JSON object (dict), got {type(params).__name__}"
             )
-        cleaned = {k: v for k, v in params.items() if k != "output_dir"}
-        with app_asset_dirs([self.env.uploads_dir, self.env.output_dir, *self.env.asset_dirs]):
-            validated = dict(self._validate(cleaned))
-        validated.pop("output_dir", None)
+        validated = {k: v for k, v in params.items() if k != "output_dir"}
+        if self.validator is not None:  # (none: nothing runs that could check an asset path)
+            with app_asset_dirs([self.env.uploads_dir, self.env.output_dir, *self.env.asset_dirs]):
+                validated = dict(self._validate(validated))
+            validated.pop("output_dir", None)
         check_json(validated)
         return validated
 
