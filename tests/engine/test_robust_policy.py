@@ -1,8 +1,10 @@
-"""Robustness of the pool's policy (issue 15), through the in-process fake backend.
+"""Robustness of the pool's policy and callbacks (issue 15), through the in-process fake backend.
 
 Refusals raise a fresh exception each time, a restart that reached ready resets
-the crash backoff, the timer never spins while the pool closes, and a pool whose
-backend broke still closes everything.
+the crash backoff, the timer never spins while the pool closes, a pool whose
+backend broke still closes everything, a callback that calls ``sys.exit()``
+stops no other, and blocked user callbacks delay neither another future's
+callbacks nor ``asyncio.wrap_future``.
 """
 
 from __future__ import annotations
