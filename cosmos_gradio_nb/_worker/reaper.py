@@ -28,8 +28,12 @@ millisecond) escaped a scan-then-kill loop: by the time the scan of ``/proc``
 ended and the kill was sent, the pid it found was gone and its child lived on.
 Three things catch it:
 
-- *newest first*: ``/proc`` is listed, then read from the highest pid down,
-  where a process that keeps forking lives, within microseconds of the listing;
+- *newest first, then chase*: ``/proc`` is listed, then read from the highest
+  pid down, where a process that keeps forking lives; then listed again, and
+  only the processes new since are read, while new ones keep appearing
+  (:data:`CHASE_ROUNDS`): a child born during the scan is read within a
+  fraction of a millisecond of its birth (one scan alone missed a process
+  hopping every millisecond a third of the time on a loaded machine);
 - *freeze on sight*: each process found is sent SIGSTOP at once, before the rest
   of the scan; a stopped process forks no more. Once the scan is done, every
   frozen one is sent SIGKILL (and its whole process group: ``killpg`` reaches
@@ -55,10 +59,11 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-__all__ = ["CLEAN_SCANS", "TAG_VAR", "Reaped", "group_tag", "reap", "sweep"]
+__all__ = ["CHASE_ROUNDS", "CLEAN_SCANS", "TAG_VAR", "Reaped", "group_tag", "reap", "sweep"]
 
 TAG_VAR = "COSMOS_GRADIO_TAG"
-CLEAN_SCANS = 3  # scans in a row that must find nothing before the tag counts as gone
+CLEAN_SCANS = 2  # sweeps in a row that must find nothing before the tag counts as gone
+CHASE_ROUNDS = 10  # per sweep: listings of /proc while new processes keep appearing
 REAP_BOUND_S = 5.0  # give up on what will not die (a process stuck in the kernel)
 _KEY = TAG_VAR.encode() + b"="
 
@@ -163,18 +168,24 @@ def sweep(tags: Collection[str], *, exclude: Collection[int] = ()) -> dict[int, 
     uid, me = os.getuid(), os.getpid()
     skip = {me, *exclude}
     spare_groups = {os.getpgrp()} | {g for g in map(_pgid, skip) if g is not None}
-    try:
-        pids = sorted((int(n) for n in os.listdir("/proc") if n.isdigit()), reverse=True)
-    except OSError:
-        return {}
     found: list[_Handle] = []
-    for pid in pids:  # newest first: where a process that keeps forking is
-        if pid in skip or not _tagged(pid, wanted, uid):
-            continue
-        handle = _Handle.open(pid, wanted, uid)
-        if handle is not None:
-            handle.signal(signal.SIGSTOP)  # frozen: it forks no more
-            found.append(handle)
+    seen: set[int] = set()
+    for _ in range(CHASE_ROUNDS):  # the first round reads every process, the next the new ones
+        try:
+            pids = sorted((int(n) for n in os.listdir("/proc") if n.isdigit()), reverse=True)
+        except OSError:
+            break
+        new = [pid for pid in pids if pid not in seen]
+        if not new:
+            break
+        seen.update(new)
+        for pid in new:  # newest first: where a process that keeps forking is
+            if pid in skip or not _tagged(pid, wanted, uid):
+                continue
+            handle = _Handle.open(pid, wanted, uid)
+            if handle is not None:
+                handle.signal(signal.SIGSTOP)  # frozen: it forks no more
+                found.append(handle)
     names = {h.pid: _name(h.pid) for h in found}
     groups = {g for g in map(_pgid, names) if g is not None and g > 1} - spare_groups
     for pgid in groups:
