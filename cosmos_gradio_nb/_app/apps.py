@@ -212,10 +212,11 @@ class _BaseApp:
             raise ValidationError(
                 f"parameters must be a JSON object (dict), got {type(params).__name__}"
             )
-        cleaned = {k: v for k, v in params.items() if k != "output_dir"}
-        with app_asset_dirs([self.env.uploads_dir, self.env.output_dir, *self.env.asset_dirs]):
-            validated = dict(self._validate(cleaned))
-        validated.pop("output_dir", None)
+        validated = {k: v for k, v in params.items() if k != "output_dir"}
+        if self.validator is not None:  # (none: nothing runs that could check an asset path)
+            with app_asset_dirs([self.env.uploads_dir, self.env.output_dir, *self.env.asset_dirs]):
+                validated = dict(self._validate(validated))
+            validated.pop("output_dir", None)
         check_json(validated)
         return validated
 
@@ -273,12 +274,21 @@ class _BaseApp:
         timeout: float | None = None,
         progress: bool = True,
     ) -> list[InferenceFuture]:
-        """Queue many requests, all validated before any is queued; one progress bar.
+        """Queue many requests, all or nothing; one progress bar.
+
+        Every item is validated, then all are queued at once, in order: either
+        every request is queued and its future returned, or none is (nothing
+        runs, nothing is left behind) and the error is raised.
 
         Raises
         ------
         ValidationError
             Naming the index of the first bad item; nothing was queued.
+        QueueFullError
+            When the queue has no room for all of them (``max_queue_size``);
+            nothing was queued.
+        AppClosedError, WorkerStartupError
+            As :meth:`submit`; nothing was queued.
         """
         validated = []
         for index, params in enumerate(params_list):
@@ -287,11 +297,12 @@ class _BaseApp:
             except ValidationError as exc:
                 raise ValidationError(f"item {index}: {exc}", key=exc.key, index=index) from None
         futures = [self._make_request(v, timeout) for v in validated]
-        if progress and futures:
+        if not futures:
+            return futures
+        self._pool.submit_many([future._request for future in futures])
+        self._history.extend(futures)
+        if progress:
             _attach_bar(futures, f"{self.env.model_name}")
-        for future in futures:
-            self._pool.submit(future._request)
-            self._history.append(future)
         return futures
 
     # ------------------------------------------------------------------ state

@@ -4,11 +4,16 @@
 (one thread waiting on every worker's descriptors): devices from
 ``CUDA_VISIBLE_DEVICES``, a free ``MASTER_PORT`` on 127.0.0.1 per start, and the
 contract of ``_engine/backend.py`` (``Gone`` once every rank of an incarnation is reaped).
+Each incarnation's ranks carry a tag (``_worker/reaper.py``): before ``Gone``,
+whatever still carries it is killed, so nothing a model started survives its
+group, even when its keeper was SIGKILLed; ``close`` does the same for every group.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -25,6 +30,7 @@ from .._engine.backend import (
     SendError,
     message_event,
 )
+from .._worker import reaper
 from .mux import MuxEvent, ProcessMux
 from .process import free_port, gpu_assignment, rank_environment, signal_name
 
@@ -40,6 +46,7 @@ class _LocalGroup:
     alive: set[int]
     stopping: bool = False
     reported: set[int] = field(default_factory=set)  # ranks whose death was told
+    tag: str = ""  # in every rank's environment, inherited by all they start
 
 
 class LocalBackend:
@@ -54,6 +61,9 @@ class LocalBackend:
         self._node = socket.gethostname()
         self._lock = threading.Lock()
         self._groups: dict[int, _LocalGroup] = {}
+        self._app = f"{os.getpid()}-{secrets.token_hex(3)}"  # this backend's part of the tags
+        self._reaping: set[str] = set()  # tags being reaped before their group's Gone
+        self._closed = False
         self._mux = ProcessMux(self._on_mux, name=f"cosmos-gradio-local-{id(self):x}")
 
     def _device(self, group: int, rank: int) -> str:
@@ -61,13 +71,14 @@ class LocalBackend:
 
     def start(self, spec: GroupSpec) -> None:
         port = free_port()
+        tag = reaper.group_tag(self._app, spec.index, spec.incarnation)
         with self._lock:
             self._groups[spec.index] = _LocalGroup(
-                spec.incarnation, spec.size, set(range(spec.size))
+                spec.incarnation, spec.size, set(range(spec.size)), tag=tag
             )
         for rank in range(spec.size):
             env = rank_environment(
-                spec.env,
+                {**spec.env, reaper.TAG_VAR: tag},
                 rank=rank,
                 size=spec.size,
                 master_addr="127.0.0.1",
@@ -126,6 +137,26 @@ class LocalBackend:
 
     def close(self) -> None:
         self._mux.close()
+        with self._lock:
+            self._closed = True
+            tags = self._reaping | {g.tag for g in self._groups.values()}
+        reaper.reap(tags)
+
+    def _reap_then_gone(self, group: int, inc: int, tag: str) -> None:
+        """Every rank of the incarnation ended: kill what still carries its tag, then ``Gone``.
+
+        Its keepers stopped everything below them, unless one was killed first
+        (SIGKILL): then its helpers were re-parented away, and only the tag finds them.
+        """
+        reaped = reaper.reap([tag])
+        with self._lock:
+            self._reaping.discard(tag)
+            closed = self._closed
+        if closed:
+            return  # no event after close()
+        if reaped.killed:
+            self._emit(Output(group, inc, 0, [reaped.log_line()]))
+        self._emit(Gone(group, inc))
 
     # -- the mux thread: process events become group events -----------------------------------
     def _on_mux(self, ev: MuxEvent) -> None:
@@ -151,11 +182,18 @@ class LocalBackend:
                 if ev.kind == "exit":
                     g.alive.discard(rank)
                     last = not g.alive
+                    if last:
+                        self._reaping.add(g.tag)
             if tell:
                 code = ev.exitcode
                 how = signal_name(code) or (
                     f"exit code {code}" if code is not None else "not started"
                 )
                 self._emit(Died(group, inc, rank, how, ev.pid, code, signal_name(code)))
-            if last:
-                self._emit(Gone(group, inc))
+            if last:  # the reap takes a few scans of /proc: not on the mux thread
+                threading.Thread(
+                    target=self._reap_then_gone,
+                    args=(group, inc, g.tag),
+                    name=f"cosmos-gradio-reap-g{group}",
+                    daemon=True,
+                ).start()

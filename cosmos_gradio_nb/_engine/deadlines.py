@@ -53,12 +53,13 @@ def group_deadlines(group: Group) -> list[float]:
     """The moments the timer must wake for ``group``.
 
     A running request's timeout always counts; a STOPPING group's other
-    deadlines do not (it waits for its ``Gone`` event, not for the clock).
+    deadlines do not (it waits for its ``Gone`` event, not for the clock), nor
+    do a STOPPED group's (nothing is left to time).
     """
     out = []
     if group.request is not None and group.request.deadline is not None:
         out.append(group.request.deadline)
-    if group.state is not S.STOPPING:
+    if group.state not in (S.STOPPING, S.STOPPED):
         for when in (group.peer_deadline, group.start_deadline, group.restart_at):
             if when is not None:
                 out.append(when)

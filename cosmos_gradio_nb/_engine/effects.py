@@ -79,6 +79,8 @@ class Effects:
 
     def flush(self) -> None:
         """Run what is queued, in order (call without the lock)."""
+        if not self._calls and not self._lines:
+            return  # nothing queued (by this thread, whose effects another may have run): no lock
         while True:
             with self._lock:
                 if not self._calls and not self._lines:

@@ -7,7 +7,8 @@ and what the engine did about it.
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+from typing import Any, TypeVar
 
 from .._core.exceptions import (
     InferenceError,
@@ -19,7 +20,9 @@ from .backend import Died
 from .groups import Group
 from .request import Request
 
-__all__ = ["crashed", "inference_failed", "start_failed", "timed_out"]
+__all__ = ["crashed", "fresh", "inference_failed", "start_failed", "timed_out"]
+
+E = TypeVar("E", bound=BaseException)
 
 
 def inference_failed(
@@ -68,3 +71,18 @@ def start_failed(group: Group, rank: int, summary: str, details: str) -> WorkerS
         rank=rank,
         remote_traceback=details,
     )
+
+
+def fresh(error: E) -> E:
+    """A new exception like ``error`` (class, message, attributes), with no traceback yet.
+
+    An exception object that is raised again and again keeps every raise in its
+    traceback (a few frames each, and the frames hold their locals), so a stored
+    reason raised at each refused ``submit()`` grew without bound. Raise a copy.
+    """
+    try:
+        new = copy.copy(error)
+    except Exception:  # an exception class that cannot be rebuilt: reuse it, traceback cut
+        return error.with_traceback(None)
+    new.__traceback__ = None
+    return new

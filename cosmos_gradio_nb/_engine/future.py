@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .._core import rich
 from .._core.public import public
-from .callbacks import run_callback
+from .callbacks import ProgressCallbacks, run_callback
 
 if TYPE_CHECKING:
     from .request import Request
@@ -48,8 +48,7 @@ class InferenceFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         """Fraction done (0..1) as reported by the model, or None before any report."""
         self.progress_message: str = ""
         """The model's last progress message (a tqdm bar's description, say)."""
-        self._progress_callbacks: list[Callable[[InferenceFuture], None]] = []
-        self._progress_queued = False
+        self._progress_callbacks: ProgressCallbacks | None = None
 
     # -- identity and state -------------------------------------------------------------
     @property
@@ -123,7 +122,9 @@ class InferenceFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         watches the workers, and in order with this future's done-callbacks. Reports
         that arrive while a callback still runs are folded into one call.
         """
-        self._progress_callbacks.append(fn)
+        if self._progress_callbacks is None:
+            self._progress_callbacks = ProgressCallbacks()
+        self._progress_callbacks.add(fn)
 
     # -- used by the pool ---------------------------------------------------------------
     def _start(self) -> bool:
@@ -143,17 +144,8 @@ class InferenceFuture(concurrent.futures.Future):  # type: ignore[type-arg]
     def _set_progress(self, fraction: float | None, message: str) -> None:
         self.progress = fraction
         self.progress_message = message
-        if self._progress_callbacks and not self._progress_queued:
-            self._progress_queued = True
-            run_callback(self, self._run_progress_callbacks)
-
-    def _run_progress_callbacks(self) -> None:
-        self._progress_queued = False  # a report from now on queues another call
-        for fn in list(self._progress_callbacks):
-            try:
-                fn(self)
-            except Exception:  # a display callback must never break another
-                logger.exception("a progress callback of request %s raised", self.request_id)
+        if self._progress_callbacks is not None:
+            self._progress_callbacks.notify(self)
 
     def add_done_callback(self, fn: Callable[[concurrent.futures.Future[Any]], object]) -> None:
         """Call ``fn(future)`` once the request ends, on the library's callback threads.
@@ -169,7 +161,7 @@ class InferenceFuture(concurrent.futures.Future):  # type: ignore[type-arg]
             return
 
         def hand_off(future: concurrent.futures.Future[Any]) -> None:
-            run_callback(self, lambda: fn(future))
+            run_callback(self, lambda: fn(future), of=fn)
 
         super().add_done_callback(hand_off)
 

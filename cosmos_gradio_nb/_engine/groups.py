@@ -73,8 +73,6 @@ class Group:
     """Times the group became ready again after its first start."""
     start_failures: int = 0
     """Consecutive failed starts; reset when the group becomes ready."""
-    crashes: int = 0
-    """Consecutive crashes while serving; reset by a successful request (restart backoff)."""
     give_ups: int = 0
     ever_ready: bool = False
     after_stop: AfterStop = AfterStop.RESTART

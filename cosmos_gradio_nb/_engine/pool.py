@@ -99,6 +99,7 @@ class WorkerPool:
     def __init__(self, config: EngineConfig, backend: BackendFactory) -> None:
         self.config = config
         self._lock = threading.Lock()
+        self._close_called = False
         self._pending: collections.deque[Request] = collections.deque()
         self._router = IdleFirst()
         self._groups = [Group(g, config.group_size) for g in range(config.num_groups)]
@@ -134,19 +135,33 @@ class WorkerPool:
     def submit(self, request: Request) -> None:
         """Queue ``request`` (its future is already attached) and start it if a group is free."""
         with self._lock:
-            if self._supervisor.closing:
-                raise AppClosedError("the app is closed; create a new one to run more requests")
-            if self._supervisor.startup_error is not None:
-                raise self._supervisor.startup_error
-            limit = self.config.max_queue_size
-            if limit is not None and len(self._pending) >= limit:
-                raise QueueFullError(
-                    f"{len(self._pending)} requests are already queued (max_queue_size={limit}); "
-                    "wait for some to finish or raise max_queue_size"
-                )
+            self._admit_locked(1)
             self._pending.append(request)
             self._dispatch_locked()
         self._effects.flush()
+
+    def submit_many(self, requests: list[Request]) -> None:
+        """Queue all of ``requests``, in order, or none of them (the same checks as
+        :meth:`submit`, made once for all under the lock: room for every one)."""
+        with self._lock:
+            self._admit_locked(len(requests))
+            self._pending.extend(requests)
+            self._dispatch_locked()
+        self._effects.flush()
+
+    def _admit_locked(self, count: int) -> None:
+        """Raise unless ``count`` more requests may be queued now."""
+        if self._supervisor.closing:
+            raise AppClosedError("the app is closed; create a new one to run more requests")
+        self._supervisor.raise_if_given_up()
+        limit = self.config.max_queue_size
+        queued = len(self._pending)
+        if limit is not None and queued + count > limit:
+            more = "" if count == 1 else f"; {count} more do not fit"
+            raise QueueFullError(
+                f"{queued} requests are already queued (max_queue_size={limit}){more}; "
+                "wait for some to finish or raise max_queue_size"
+            )
 
     def queue_position(self, request: Request) -> int | None:
         with self._lock:
@@ -200,8 +215,7 @@ class WorkerPool:
         if not self._supervisor.ready.wait(timeout):
             raise TimeoutError(f"workers not ready after {timeout} s")
         with self._lock:
-            if self._supervisor.startup_error is not None:
-                raise self._supervisor.startup_error
+            self._supervisor.raise_if_given_up()
 
     @property
     def closed(self) -> bool:
@@ -224,8 +238,8 @@ class WorkerPool:
     def close(self, timeout: float = 5.0) -> None:
         """Fail what is pending, stop every group (killed after ``timeout`` s), free everything."""
         with self._lock:
-            first = not self._supervisor.closing
-            if first:
+            first, self._close_called = not self._close_called, True
+            if first and not self._supervisor.closing:  # (a broken backend stopped them all)
                 self._timer.close_by(time.monotonic() + max(0.0, timeout))
                 error = AppClosedError("the app was closed before this request finished")
                 self._fail_all_locked(error)
@@ -321,7 +335,6 @@ class WorkerPool:
         group.peer_deadline = None
         move(group, S.IDLE)
         if not request.failed:
-            group.crashes = 0
             status = request.replies[0].get("status") or {}
             self._effects.call(resolver(request.future, build_result(request, status)))
         elif group.size > 1:
@@ -374,7 +387,7 @@ class WorkerPool:
         """Fail every queued request with ``error``; each gets its status.json."""
         for request in self._pending:
             if not request.future.cancelled():
-                self._effects.fail(request, error)
+                self._effects.fail(request, failures.fresh(error))  # a traceback of its own
         self._pending.clear()
 
     def _fail_all_locked(self, error: BaseException) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import InvalidStateError
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .._core.outputs import new_request_id, request_folder
+from .._core.outputs import folder_name, new_request_id
 from .._core.public import public
 from .._core.result import InferenceResult
 from .backend import RankInfo
@@ -109,7 +110,7 @@ def new_request(
 ) -> Request:
     """A request with its own id, folder (also set as ``params["output_dir"]``) and future."""
     request_id = new_request_id()
-    folder = str(request_folder(output_root, request_id))
+    folder = os.path.join(output_root, folder_name(request_id))  # = str(request_folder(...))
     params["output_dir"] = folder
     request = Request(id=request_id, params=params, output_dir=folder, timeout=timeout, pool=pool)
     request.future = InferenceFuture(request)

@@ -8,9 +8,10 @@ queued requests; what happens to a *group* is decided here:
 
 - launching a new incarnation through the backend (a backend that cannot even
   start it counts as a failed start);
-- a rank that dies: while starting, a failed start; while serving, a crash
-  that fails the running request and restarts the group, backing off if it
-  keeps crashing (``_backoff``);
+- a rank that dies: while starting, a failed start; while serving (or idle),
+  a crash that fails the running request and restarts the group at once (only
+  failed starts back off, ``_backoff``: a restart that reached ready proved
+  the group loads, so the next crash starts from nothing again);
 - a deadline the timer found passed (``deadlines.py`` says which): the running
   request's timeout (the request fails, the group restarts), the other ranks
   still busy after one failed (the group restarts), a start-up too slow (a
@@ -106,7 +107,17 @@ class Supervisor:
         self.closed = threading.Event()
         """Set once every group is stopped."""
         self.startup_error: WorkerStartupError | None = None
-        """Why no group can serve, while every group is given up."""
+        """Why no group can serve, while every group is given up (see :meth:`raise_if_given_up`)."""
+
+    def raise_if_given_up(self) -> None:
+        """Raise a new exception saying why no group can serve, while every group is given up.
+
+        Each refused call raises its own copy: the stored one, raised again and
+        again, would keep every raise's frames in its traceback. (No local holds
+        it either: a frame of its traceback holding it would make a cycle.)
+        """
+        if self.startup_error is not None:
+            raise failures.fresh(self.startup_error)
 
     # ------------------------------------------------------------------ starting
     def start_all(self) -> None:
@@ -211,7 +222,10 @@ class Supervisor:
     def died(self, group: Group, event: Died) -> None:
         """A rank of ``group`` died: a failed start, or a crash that fails its request.
 
-        A crashed group restarts, backing off if it keeps crashing.
+        A crashed group restarts at once. It backs off only if its restarts keep
+        failing (``start_failed``): a restart that reached ready proved the group
+        loads, so an idle group killed again and again is back each time within
+        one start-up, never after a growing wait.
         """
         tail = list(group.tail(event.rank))
         if group.state is S.STARTING:
@@ -226,8 +240,7 @@ class Supervisor:
         )
         if request is not None:
             self._effects.fail(request, failures.crashed(group, event, request, tail))
-        group.crashes += 1
-        self.stop(group, AfterStop.RESTART, delay=_backoff(group.crashes))
+        self.stop(group, AfterStop.RESTART)
 
     def deadline_passed(self, group: Group, what: Due) -> None:
         """The timer found ``what`` due for ``group`` (see ``deadlines.py``): act on it."""

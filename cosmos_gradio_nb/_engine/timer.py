@@ -109,7 +109,10 @@ class Timer:
                 self._check()
                 if not self._effects.pending:
                     now = time.monotonic()
-                    timeout = deadlines.next_wakeup(self._groups, now, self._pending_close())
+                    # While closing, no group deadline is acted on (see _check): counting
+                    # one (a stopped group's past restart time) would make this loop spin.
+                    groups = [] if self._closing() else self._groups
+                    timeout = deadlines.next_wakeup(groups, now, self._pending_close())
                     self._until = time.monotonic() + timeout
                     self._wake.wait(timeout)
                     self._until = 0.0

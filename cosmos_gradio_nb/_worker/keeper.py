@@ -27,6 +27,12 @@ descendant, reaps them, names in the log what it had to stop, and exits the way
 the worker did (the same exit code, or the same signal), so the pool reports a
 crash exactly as if it had watched the worker itself. The worker in turn has a
 parent-death SIGKILL on the keeper, so killing the keeper alone frees the GPU too.
+
+What the keeper cannot do is outlive its own SIGKILL: its orphans then go to
+init. So every worker carries its group's tag in its environment
+(``reaper.py``), inherited by all it starts; the keeper kills what carries it
+as well as what is below it, and the app's backend does the same once the
+group's processes are gone, whoever killed the keeper.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ import signal
 import sys
 import time
 from types import FrameType
+
+from . import reaper
 
 __all__ = ["descendants", "set_parent_death_signal", "start_keeper"]
 
@@ -114,21 +122,34 @@ def _reap_children() -> None:
 
 
 def _stop_descendants(worker: int) -> list[str]:
-    """SIGKILL everything below us, reap it; return the leftovers' names (not the worker)."""
+    """SIGKILL everything below us and everything carrying our tag, reap it; return the
+    leftovers' names (not the worker).
+
+    Two ways to find them, until neither finds anything :data:`~.reaper.CLEAN_SCANS`
+    times in a row: the walk of our descendants (a process that cleared its
+    environment is still below us), and the tag (:func:`~.reaper.sweep`: newest
+    first, each frozen on sight, so one that keeps forking is caught).
+    """
     me = os.getpid()
+    tag = os.environ.get(reaper.TAG_VAR, "")
     stopped: dict[int, str] = {}
     deadline = time.monotonic() + CLEANUP_BOUND_S
-    while time.monotonic() < deadline:
+    clean = 0
+    while clean < reaper.CLEAN_SCANS and time.monotonic() < deadline:
+        found = reaper.sweep([tag], exclude=[me])
         alive = descendants(me)
-        if not alive:
-            break
         for pid in alive:
-            if pid != worker and pid not in stopped:
-                stopped[pid] = _name(pid)
+            if pid not in found:
+                found[pid] = _name(pid)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
+        for pid, name in found.items():
+            if pid != worker:
+                stopped.setdefault(pid, name)
         _reap_children()
-        time.sleep(0.005)  # killed processes need a moment to become zombies
+        clean = 0 if found else clean + 1
+        if found:
+            time.sleep(0.001)  # a moment for the killed to become zombies
     _reap_children()
     return [f"{pid} ({name})" for pid, name in stopped.items()]
 

@@ -262,3 +262,41 @@ def test_sys_exit_inside_infer_is_reported_as_such(make_app) -> None:
         app.infer({"op": "sysexit", "code": 3}).result(30)
     assert "sys.exit" in info.value.remote_traceback and "SystemExit" in info.value.remote_traceback
     assert app.infer({"op": "echo"}).result(30).status["pid"] == pid
+
+
+# -- restarts and batches -------------------------------------------------------------------------
+def test_an_idle_group_killed_again_and_again_is_back_each_time_at_once(make_app) -> None:
+    """A restart that reached ready resets the crash backoff: the 7th kill costs one start-up."""
+    app = make_app()
+    app.wait_ready(30)
+    took = []
+    for _ in range(7):
+        killed = app.workers()[0].pid
+        t0 = time.monotonic()
+        os.kill(killed, signal.SIGKILL)
+
+        def back(killed: int | None = killed) -> bool:
+            worker = app.workers()[0]
+            return worker.pid != killed and worker.state == "idle"
+
+        wait_for(back, timeout=20)
+        took.append(time.monotonic() - t0)
+    print("kill to ready again, s:", [round(t, 2) for t in took])
+    assert max(took) < 3.0, took  # one start-up each; the old backoff waited 16 s, then 30 s
+    assert app.workers()[0].restarts == 7
+    assert app.infer({"op": "echo", "value": 7}).result(30).status["echo"] == 7
+
+
+def test_map_queues_all_or_nothing(make_app) -> None:
+    app = make_app(max_queue_size=2)
+    running = app.infer({"op": "hang"})
+    wait_for(lambda: running.state == "running", timeout=30)
+    with pytest.raises(cg.QueueFullError, match="max_queue_size=2"):
+        app.map([{"op": "echo", "value": i} for i in range(3)], progress=False)
+    assert app.queue_length == 0 and app.history == [running]  # nothing queued, nothing lost
+    batch = app.map([{"op": "echo", "value": i} for i in range(2)], progress=False)
+    assert app.queue_length == 2 and app.history == [running, *batch]
+    with pytest.raises(cg.QueueFullError):
+        app.infer({"op": "echo"})
+    assert running.terminate()
+    assert [f.result(30).status["echo"] for f in batch] == [0, 1]

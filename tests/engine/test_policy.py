@@ -162,23 +162,6 @@ def test_crash_fails_the_request_restarts_the_group_and_keeps_the_queue(
     assert pool.workers()[0].restarts == 1
 
 
-def test_repeated_crashes_back_off(make_pool: MakePool) -> None:
-    pool, fake = make_pool(groups=1, setup=lambda f: setattr(f, "hold_replies", True))
-    for expected_restarts in (1, 2):
-        fut = submit(pool)
-        fake.die(0)
-        with pytest.raises(cg.WorkerCrashedError):
-            fut.result(2)
-        wait_for(lambda n=expected_restarts: pool.workers()[0].restarts == n, timeout=5)
-    fut = submit(pool)
-    fake.die(0)  # a third crash in a row: the restart waits (1 s)
-    with pytest.raises(cg.WorkerCrashedError):
-        fut.result(2)
-    fake.sync()
-    assert states(pool) == ["restarting"]
-    wait_for(lambda: states(pool) == ["idle"], timeout=5)
-
-
 def test_a_broken_factory_is_given_up_at_once_and_retried_later(make_pool: MakePool) -> None:
     pool, fake = make_pool(
         groups=1,

@@ -10,7 +10,7 @@ import time
 import psutil
 import pytest
 from conftest import our_placement_groups
-from enginetest import wait_for
+from enginetest import alive, wait_for
 
 import cosmos_gradio_nb as cg
 from cosmos_gradio_nb.samples import FACTORY_MODULE, SampleParams
@@ -108,6 +108,24 @@ def test_a_hung_request_times_out_and_terminate_stops_one(make_ray_app) -> None:
     wait_for(lambda: fut.state == "running", timeout=30)
     assert fut.terminate() and fut.cancelled()
     assert app.infer({"op": "echo", "value": 7}).result(60).status["echo"] == 7
+
+
+def test_no_helper_survives_its_keeper_being_killed_on_the_node(make_ray_app) -> None:
+    """The rank agent reaps what carries its worker's tag once the worker is gone."""
+    app = make_ray_app()
+    helpers: list[int] = []
+    for kind in ("plain", "setsid", "doublefork"):
+        helpers += app.infer({"op": "helper", "kind": kind}).result(60).status["helpers"]
+    worker = app.workers()[0].pid
+    assert alive(helpers) == helpers and worker is not None
+    try:
+        os.kill(psutil.Process(worker).ppid(), signal.SIGKILL)  # the keeper
+        wait_for(lambda: not alive(helpers), timeout=20)
+    finally:
+        for pid in alive(helpers):
+            os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: app.workers()[0].pid not in (None, worker), timeout=60)
+    assert app.infer({"op": "echo", "value": 2}).result(60).status["echo"] == 2
 
 
 def test_close_removes_exactly_what_the_app_created(make_ray_app, local_ray) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import os
+import secrets
 import socket
 import tempfile
 import threading
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..._worker import reaper
 from ..mux import MuxEvent, ProcessMux
 from ..process import free_port, rank_environment
 
@@ -69,6 +71,8 @@ class RankAgent:
         self._cond = threading.Condition()
         self._events: collections.deque[tuple[Any, ...]] = collections.deque()
         self._dropped = 0
+        # In the worker's environment, inherited by all it starts: killed once it is gone.
+        self._tag = f"{scratch}-r{rank}-{os.getpid()}-{secrets.token_hex(3)}"
         self._mux = ProcessMux(self._on_mux, name=f"cosmos-gradio-rank-g{group}r{rank}")
 
     # -- facts about where we are -------------------------------------------------------------
@@ -111,7 +115,7 @@ class RankAgent:
     ) -> None:
         """Start the worker process with this node's environment plus ours."""
         env = rank_environment(
-            settings,
+            {**settings, reaper.TAG_VAR: self._tag},
             rank=self.rank,
             size=size,
             master_addr=master_addr,
@@ -153,6 +157,11 @@ class RankAgent:
             return out
 
     def _on_mux(self, ev: MuxEvent) -> None:
+        if ev.kind == "exit":  # its keeper is gone (killed, maybe): what carries the tag goes too
+            reaped = reaper.reap([self._tag])
+            if reaped.killed:
+                with self._cond:
+                    self._events.append(("lines", [reaped.log_line()]))
         with self._cond:
             if ev.kind == "lines":
                 self._events.append(("lines", ev.lines or []))
