@@ -200,18 +200,26 @@ class RayBackend:
             timer.start()
 
     def ranks(self, group: int) -> list[RankInfo]:
+        """One row per rank of the group; a rank not placed yet (a restart) has no pid."""
         with self._lock:
             g = self._groups.get(group)
-            ranks = list(g.ranks) if g is not None else []
-        return [
-            RankInfo(
-                rank=r.rank,
-                pid=r.worker_pid,
-                node=str(r.info.get("ip") or r.info.get("host") or "?"),
-                device=str(r.info.get("cuda_visible_devices", "")) if self._gpus else "",
+            if g is None:
+                return []
+            placed = {r.rank: r for r in g.ranks}
+            size = g.spec.size
+        rows = []
+        for index in range(size):
+            r = placed.get(index)
+            info = r.info if r is not None else {}
+            rows.append(
+                RankInfo(
+                    rank=index,
+                    pid=r.worker_pid if r is not None else None,
+                    node=str(info.get("ip") or info.get("host") or "?"),
+                    device=str(info.get("cuda_visible_devices", "")) if self._gpus else "",
+                )
             )
-            for r in ranks
-        ]
+        return rows
 
     def close(self) -> None:
         with self._lock:
