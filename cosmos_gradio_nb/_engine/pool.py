@@ -15,12 +15,28 @@ restart and the retry of a group given up.
 
 A *group* is ``GPUS_PER_MODEL`` ranks forming one torch.distributed job. Every
 rank receives each request; rank 0's reply is the result, any rank's failure
-fails it. A group whose process dies, hangs past its timeout or is terminated is
-stopped whole and restarted with backoff; its request fails with a reason,
-queued requests wait for the next free group. Only consecutive failed *starts*
-count toward giving a group up, and a given-up group is retried later, so a
-transient fault never needs a new app. Every accepted request ends with a
-status.json in its folder, whichever way it ended.
+fails it at once. A group whose process dies, hangs past its timeout or misses
+a health check is stopped whole and restarted with backoff; its request fails
+with a reason, queued requests wait for the next free group. Only consecutive
+failed *starts* count toward giving a group up, and a given-up group is retried
+later, so a transient fault never needs a new app.
+
+Every accepted request has a status.json from the moment it is accepted
+(``queued``), updated when it starts (``running``) and when it ends, written by
+the app alone (``records.py``): the first outcome decided for a request is the
+only one, and its record is on disk before its future completes.
+
+Stopping a running request (:meth:`WorkerPool.terminate`) asks the model first:
+the ranks get a ``stop`` message, the model sees ``stop_requested()`` and ends
+early, and the request is cancelled with its group still loaded. Only a group
+still busy ``STOP_GRACE`` seconds later is killed and restarted.
+
+When a rank of a group dies, its peers' collectives fail too, and a peer's
+"connection closed by peer" error can reach the pool before the death does.
+The death is the cause and must be what the request fails with, so an error
+that looks like a lost peer (``failures.lost_peer``) is held for up to
+``deadlines.HOLD_S`` seconds: a death reported meanwhile fails the request as
+a crash; otherwise the held error fails it.
 
 The engine is one state machine behind this pool's one lock, written in four
 parts so that each reads on its own:
@@ -30,6 +46,7 @@ parts so that each reads on its own:
   (its result, its error reply, its cancellation);
 - ``supervisor.py``: each group's lifecycle (launch, crash, restart with
   backoff, give up and retry, stop, close) and what a passed deadline does;
+- ``health.py``: pings of idle groups, and the restart of one that is silent;
 - ``deadlines.py``: which deadline is due and when the timer wakes next, as
   pure functions of the deadlines and a given time, tested without threads;
 - ``timer.py``: the one thread that sleeps until the next deadline and hands
@@ -37,7 +54,8 @@ parts so that each reads on its own:
 
 Every one of them runs under the lock (the supervisor and the timer's checks
 are called with it held); what must happen outside it is queued in
-``effects.py``. User callbacks never run on these threads (see ``callbacks.py``).
+``effects.py`` (records go to the status writer). User callbacks never run on
+these threads (see ``callbacks.py``).
 """
 
 from __future__ import annotations
@@ -63,6 +81,7 @@ from .backend import (
     Event,
     Gone,
     Output,
+    Pong,
     Progress,
     Ready,
     Reply,
@@ -71,17 +90,13 @@ from .backend import (
     WorkerBackend,
 )
 from .config import EngineConfig
+from .deadlines import Due
 from .effects import Effects
 from .groups import AfterStop, Group, GroupState, IdleFirst, move
+from .health import Health
 from .logfile import LogFile
-from .request import (
-    Request,
-    WorkerInfo,
-    build_result,
-    err_dict_from_reply,
-    failer,
-    resolver,
-)
+from .records import StatusWriter
+from .request import Request, RequestInfo, WorkerInfo, err_dict_from_reply, request_info
 from .supervisor import Supervisor
 from .timer import Timer
 
@@ -105,22 +120,37 @@ class WorkerPool:
         log = LogFile(
             config.log_file, config.log_max_bytes, config.log_backups, echo=config.echo_logs
         )
-        self._effects = Effects(self._lock, log, config.model_name)
+        self._writer = StatusWriter(
+            config.model_name, config.status_extra, name=f"cosmos-gradio-status-{id(self):x}"
+        )
+        self._effects = Effects(self._lock, log, self._writer)
         # The timer asks the supervisor, which is made next (it needs the timer) ...
         self._timer = Timer(
             self._lock,
             self._groups,
             self._effects,
             closing=lambda: self._supervisor.closing,
-            on_due=lambda group, what: self._supervisor.deadline_passed(group, what),
+            on_due=self._deadline_passed,
             on_close_overdue=lambda: self._supervisor.kill_stopping(),
             name=f"cosmos-gradio-timer-{id(self):x}",
         )
         self._supervisor = Supervisor(
             config, self._groups, self._effects, self._timer, fail_pending=self._fail_pending_locked
         )
+        self._health = Health(
+            interval=config.health_interval,
+            timeout=config.health_timeout,
+            timer=self._timer,
+            effects=self._effects,
+            backend=lambda: self.backend,
+            stop=lambda group, then: self._supervisor.stop(group, then),
+        )
         # ... and the backend needs the pool's event handler before the supervisor can have it.
-        self.backend = backend(self._emit)  # connects (to Ray, say) but starts no worker yet
+        try:
+            self.backend = backend(self._emit)  # connects (to Ray, say) but starts no worker yet
+        except BaseException:
+            self._writer.close()
+            raise
         self._supervisor.backend = self.backend
 
     def start(self) -> None:
@@ -145,8 +175,22 @@ class WorkerPool:
                     "wait for some to finish or raise max_queue_size"
                 )
             self._pending.append(request)
+            self._writer.accepted(request)
             self._dispatch_locked()
         self._effects.flush()
+
+    def requests(self) -> list[RequestInfo]:
+        """Every running request (oldest first), then every queued one in queue order."""
+        with self._lock:
+            running = [g.request for g in self._groups if g.request is not None]
+            running.sort(key=lambda r: r.started_at or 0.0)
+            out = [request_info(r, None) for r in running]
+            position = 0
+            for queued in self._pending:
+                if not queued.future.cancelled():
+                    out.append(request_info(queued, position))
+                    position += 1
+        return out
 
     def queue_position(self, request: Request) -> int | None:
         with self._lock:
@@ -172,17 +216,28 @@ class WorkerPool:
         self._effects.flush()
 
     def terminate(self, request: Request) -> bool:
-        """Stop a running request by stopping its group, which then restarts."""
+        """Ask a running request to stop (returns at once; its future is cancelled when it ends).
+
+        The ranks get a ``stop``; a group still running it ``STOP_GRACE`` seconds
+        later is killed and restarted. False if the request is not running.
+        """
         with self._lock:
             group = next((g for g in self._groups if g.request is request), None)
             if group is None:
                 return False
-            self._effects.record(request, "cancelled", None)
-            self._effects.app_line(
-                f"request {request.id} terminated: restarting group {group.index}"
-            )
-            self._supervisor.stop(group, AfterStop.RESTART)
-            self._effects.call(request.future._force_cancel)
+            if not request.stopping:
+                request.stop_requested_at = time.time()
+                grace = self.config.stop_grace
+                self._effects.app_line(
+                    f"request {request.id}: asking the model to stop (group {group.index} is "
+                    f"restarted if it still runs in {grace:g} s)"
+                )
+                try:
+                    self.backend.send(group.index, {"type": "stop", "id": request.id})
+                except SendError:  # its processes are going: stop it the hard way now
+                    self._stop_overdue(group)
+                else:
+                    self._timer.set_deadline(group, "stop_deadline", grace)
         self._effects.flush()
         return True
 
@@ -214,7 +269,7 @@ class WorkerPool:
 
     def workers(self) -> list[WorkerInfo]:
         with self._lock:
-            snapshot = [(g.index, g.state.value, g.request, g.restarts) for g in self._groups]
+            snapshot = [(g.index, _shown_state(g), g.request, g.restarts) for g in self._groups]
         return [
             WorkerInfo.of(index, state, request, restarts, rank)
             for index, state, request, restarts in snapshot
@@ -243,6 +298,7 @@ class WorkerPool:
             self._timer.shut_down()
         self._timer.join(5.0)
         self._effects.flush()
+        self._writer.close()
         self._effects.log_file.close()
 
     # ------------------------------------------------------------------ events (backend threads)
@@ -265,6 +321,8 @@ class WorkerPool:
             self._on_output(group, event)
         elif isinstance(event, Progress):
             self._on_progress(group, event)
+        elif isinstance(event, Pong):
+            self._health.pong(group, event)
         elif isinstance(event, Reply):
             self._on_reply(group, event.rank, event.msg)
         elif isinstance(event, Ready):
@@ -289,14 +347,23 @@ class WorkerPool:
     def _on_progress(self, group: Group, event: Progress) -> None:
         request = group.request
         if request is not None and request.id == event.request_id:
-            fut, fraction, message = request.future, event.fraction, event.message
-            self._effects.call(lambda: fut._set_progress(fraction, message))
+            fut, fraction, message, preview = (
+                request.future,
+                event.fraction,
+                event.message,
+                event.preview,
+            )
+            request.progress, request.message = fraction, message
+            if preview is not None:
+                request.preview = preview
+            self._effects.call(lambda: fut._set_progress(fraction, message, preview))
 
     def _on_ready(self, group: Group, rank: int) -> None:
         group.ready_ranks.add(rank)
         if group.state is not S.STARTING or len(group.ready_ranks) < group.size:
             return
         self._supervisor.group_ready(group)
+        self._health.idle(group)
         self._dispatch_locked()
 
     def _on_reply(self, group: Group, rank: int, msg: dict[str, Any]) -> None:
@@ -304,31 +371,71 @@ class WorkerPool:
         if request is None or msg.get("id") != request.id:
             return  # a late reply for a request already failed or terminated
         request.replies[rank] = msg
-        if msg.get("type") == "error" and not request.failed:
-            request.failed = True
-            error = failures.inference_failed(group, rank, request, msg)
-            self._effects.call(failer(request.future, error))
-            if len(request.replies) < group.size:
-                self._timer.set_deadline(group, "peer_deadline", deadlines.PEER_GRACE)
+        if msg.get("type") == "error" and request.outcome is None and not request.stopping:
+            unanswered = len(request.replies) < group.size
+            if unanswered and request.held is None and failures.lost_peer(msg):
+                # Maybe the echo of a peer's death: let the death, if it comes, be the cause.
+                request.held = (rank, msg)
+                self._timer.set_deadline(group, "hold_deadline", deadlines.HOLD_S)
+            else:
+                self._fail_by_reply(group, rank, msg)
         if len(request.replies) == group.size:
             self._finish_locked(group)
+
+    def _fail_by_reply(self, group: Group, rank: int, msg: dict[str, Any]) -> None:
+        """``rank``'s error reply fails the request now; the other ranks get PEER_GRACE."""
+        request = group.request
+        assert request is not None
+        group.hold_deadline = None
+        error = failures.inference_failed(group, rank, request, msg)
+        self._effects.finish(request, "failed", error=err_dict_from_reply(msg), exc=error)
+        if len(request.replies) < group.size:
+            self._timer.set_deadline(group, "peer_deadline", deadlines.PEER_GRACE)
 
     def _finish_locked(self, group: Group) -> None:
         """Every rank replied: complete the request and free the group."""
         request = group.request
         assert request is not None
         group.request = None
-        group.peer_deadline = None
+        group.peer_deadline = group.hold_deadline = group.stop_deadline = None
         move(group, S.IDLE)
-        if not request.failed:
+        if request.stopping:
+            self._effects.finish(request, "cancelled", how="cooperative")
+        elif request.outcome is None and request.held is not None:
+            self._fail_by_reply(group, *request.held)  # every rank answered: nobody died
+        elif request.outcome is None:
             group.crashes = 0
-            status = request.replies[0].get("status") or {}
-            self._effects.call(resolver(request.future, build_result(request, status)))
-        elif group.size > 1:
-            # A peer failed: rank 0 may have written "succeeded"; the failure wins.
-            error = next(r for r in request.replies.values() if r["type"] == "error")
-            self._effects.record(request, "failed", err_dict_from_reply(error))
+            self._effects.finish(request, "succeeded", reply=request.replies.get(0))
+        self._health.idle(group)
         self._dispatch_locked()
+
+    # ------------------------------------------------------------------ deadlines (timer thread)
+    def _deadline_passed(self, group: Group, what: Due) -> None:
+        if what is Due.STOP_GRACE:
+            self._stop_overdue(group)
+        elif what is Due.HELD_ERROR:
+            request = group.request
+            group.hold_deadline = None
+            if request is not None and request.held is not None and request.outcome is None:
+                self._fail_by_reply(group, *request.held)
+        elif what is Due.HEALTH_PING:
+            self._health.ping(group)
+        elif what is Due.HEALTH_MISSED:
+            self._health.missed(group)
+        else:
+            self._supervisor.deadline_passed(group, what)
+
+    def _stop_overdue(self, group: Group) -> None:
+        """A request asked to stop did not: cancel it and restart its group."""
+        request = group.request
+        if request is not None:
+            grace = self.config.stop_grace
+            self._effects.app_line(
+                f"request {request.id} did not stop within {grace:g} s (STOP_GRACE): "
+                f"restarting group {group.index}"
+            )
+            self._effects.finish(request, "cancelled", how="restarted")
+        self._supervisor.stop(group, AfterStop.RESTART)
 
     def _broken_locked(self, message: str) -> None:
         logger.error("cosmos_gradio_nb: %s", message)
@@ -366,6 +473,7 @@ class WorkerPool:
                 self._pending.appendleft(request)
                 self._supervisor.stop(group, AfterStop.RESTART)
                 continue
+            self._writer.started(request)
             if request.timeout is not None:
                 request.deadline = time.monotonic() + request.timeout
                 self._timer.wake_for(request.deadline)
@@ -384,3 +492,10 @@ class WorkerPool:
             if group.request is not None:
                 self._effects.fail(group.request, error)
                 group.request = None
+
+
+def _shown_state(group: Group) -> str:
+    """A group's state for displays: ``unresponsive`` while restarting after a missed ping."""
+    if group.unresponsive and group.state not in (S.IDLE, S.BUSY):
+        return "unresponsive"
+    return group.state.value
