@@ -68,18 +68,15 @@ def group_deadlines(group: Group) -> list[float]:
     if group.request is not None and group.request.deadline is not None:
         out.append(group.request.deadline)
     if group.state is not S.STOPPING:
-        for when in (
-            group.peer_deadline,
-            group.hold_deadline,
-            group.stop_deadline,
-            group.ping_deadline,
-            group.start_deadline,
-            group.restart_at,
-        ):
+        for when in (group.peer_deadline, group.start_deadline, group.restart_at):
             if when is not None:
                 out.append(when)
-        if group.state is S.IDLE and group.health_at is not None:
-            out.append(group.health_at)
+    watched: tuple[float | None, ...] = ()  # only where due() acts on them
+    if group.state is S.BUSY:
+        watched = (group.hold_deadline, group.stop_deadline, group.ping_deadline)
+    elif group.state is S.IDLE:
+        watched = (group.ping_deadline, group.health_at)
+    out.extend(when for when in watched if when is not None)
     return out
 
 

@@ -26,24 +26,16 @@ Every accepted request has a status.json from the moment it is accepted
 the app alone (``records.py``): the first outcome decided for a request is the
 only one, and its record is on disk before its future completes.
 
-Stopping a running request (:meth:`WorkerPool.terminate`) asks the model first:
-the ranks get a ``stop`` message, the model sees ``stop_requested()`` and ends
-early, and the request is cancelled with its group still loaded. Only a group
-still busy ``STOP_GRACE`` seconds later is killed and restarted.
+Stopping a running request (:meth:`WorkerPool.terminate`) asks the model first
+and restarts its group only if it has not stopped within ``STOP_GRACE``.
 
-When a rank of a group dies, its peers' collectives fail too, and a peer's
-"connection closed by peer" error can reach the pool before the death does.
-The death is the cause and must be what the request fails with, so an error
-that looks like a lost peer (``failures.lost_peer``) is held for up to
-``deadlines.HOLD_S`` seconds: a death reported meanwhile fails the request as
-a crash; otherwise the held error fails it.
+The engine is one state machine behind this pool's one lock, written in parts
+that each read on their own:
 
-The engine is one state machine behind this pool's one lock, written in four
-parts so that each reads on its own:
-
-- ``pool.py`` (here): the public calls, the queue, the backend's events, the
-  dispatch of queued requests to idle groups, and a request's own outcomes
-  (its result, its error reply, its cancellation);
+- ``pool.py`` (here): the public calls, the queue, the backend's events and
+  the dispatch of queued requests to idle groups;
+- ``replies.py``: a running request's own ending (its ranks' replies, a peer's
+  error held while a death may be on its way, a stop asked for);
 - ``supervisor.py``: each group's lifecycle (launch, crash, restart with
   backoff, give up and retry, stop, close) and what a passed deadline does;
 - ``health.py``: pings of idle groups, and the restart of one that is silent;
@@ -66,14 +58,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from .._core.exceptions import (
     AppClosedError,
     CosmosGradioError,
     QueueFullError,
 )
-from . import deadlines, failures
 from .backend import (
     BackendBroken,
     Died,
@@ -96,7 +86,8 @@ from .groups import AfterStop, Group, GroupState, IdleFirst, move
 from .health import Health
 from .logfile import LogFile
 from .records import StatusWriter
-from .request import Request, RequestInfo, WorkerInfo, err_dict_from_reply, request_info
+from .replies import Replies
+from .request import Request, RequestInfo, WorkerInfo, request_info
 from .supervisor import Supervisor
 from .timer import Timer
 
@@ -144,6 +135,14 @@ class WorkerPool:
             effects=self._effects,
             backend=lambda: self.backend,
             stop=lambda group, then: self._supervisor.stop(group, then),
+        )
+        self._replies = Replies(
+            stop_grace=config.stop_grace,
+            effects=self._effects,
+            timer=self._timer,
+            backend=lambda: self.backend,
+            stop_group=lambda group, then: self._supervisor.stop(group, then),
+            freed=self._freed,
         )
         # ... and the backend needs the pool's event handler before the supervisor can have it.
         try:
@@ -225,19 +224,7 @@ class WorkerPool:
             group = next((g for g in self._groups if g.request is request), None)
             if group is None:
                 return False
-            if not request.stopping:
-                request.stop_requested_at = time.time()
-                grace = self.config.stop_grace
-                self._effects.app_line(
-                    f"request {request.id}: asking the model to stop (group {group.index} is "
-                    f"restarted if it still runs in {grace:g} s)"
-                )
-                try:
-                    self.backend.send(group.index, {"type": "stop", "id": request.id})
-                except SendError:  # its processes are going: stop it the hard way now
-                    self._stop_overdue(group)
-                else:
-                    self._timer.set_deadline(group, "stop_deadline", grace)
+            self._replies.stop(group, request)
         self._effects.flush()
         return True
 
@@ -324,7 +311,7 @@ class WorkerPool:
         elif isinstance(event, Pong):
             self._health.pong(group, event)
         elif isinstance(event, Reply):
-            self._on_reply(group, event.rank, event.msg)
+            self._replies.reply(group, event.rank, event.msg)
         elif isinstance(event, Ready):
             self._on_ready(group, event.rank)
         elif isinstance(event, StartFailed):
@@ -363,79 +350,25 @@ class WorkerPool:
         if group.state is not S.STARTING or len(group.ready_ranks) < group.size:
             return
         self._supervisor.group_ready(group)
-        self._health.idle(group)
-        self._dispatch_locked()
+        self._freed(group)
 
-    def _on_reply(self, group: Group, rank: int, msg: dict[str, Any]) -> None:
-        request = group.request
-        if request is None or msg.get("id") != request.id:
-            return  # a late reply for a request already failed or terminated
-        request.replies[rank] = msg
-        if msg.get("type") == "error" and request.outcome is None and not request.stopping:
-            unanswered = len(request.replies) < group.size
-            if unanswered and request.held is None and failures.lost_peer(msg):
-                # Maybe the echo of a peer's death: let the death, if it comes, be the cause.
-                request.held = (rank, msg)
-                self._timer.set_deadline(group, "hold_deadline", deadlines.HOLD_S)
-            else:
-                self._fail_by_reply(group, rank, msg)
-        if len(request.replies) == group.size:
-            self._finish_locked(group)
-
-    def _fail_by_reply(self, group: Group, rank: int, msg: dict[str, Any]) -> None:
-        """``rank``'s error reply fails the request now; the other ranks get PEER_GRACE."""
-        request = group.request
-        assert request is not None
-        group.hold_deadline = None
-        error = failures.inference_failed(group, rank, request, msg)
-        self._effects.finish(request, "failed", error=err_dict_from_reply(msg), exc=error)
-        if len(request.replies) < group.size:
-            self._timer.set_deadline(group, "peer_deadline", deadlines.PEER_GRACE)
-
-    def _finish_locked(self, group: Group) -> None:
-        """Every rank replied: complete the request and free the group."""
-        request = group.request
-        assert request is not None
-        group.request = None
-        group.peer_deadline = group.hold_deadline = group.stop_deadline = None
-        move(group, S.IDLE)
-        if request.stopping:
-            self._effects.finish(request, "cancelled", how="cooperative")
-        elif request.outcome is None and request.held is not None:
-            self._fail_by_reply(group, *request.held)  # every rank answered: nobody died
-        elif request.outcome is None:
-            group.crashes = 0
-            self._effects.finish(request, "succeeded", reply=request.replies.get(0))
+    def _freed(self, group: Group) -> None:
+        """``group`` is IDLE again (ready, or its request ended): watch it, give it work."""
         self._health.idle(group)
         self._dispatch_locked()
 
     # ------------------------------------------------------------------ deadlines (timer thread)
     def _deadline_passed(self, group: Group, what: Due) -> None:
         if what is Due.STOP_GRACE:
-            self._stop_overdue(group)
+            self._replies.stop_overdue(group)
         elif what is Due.HELD_ERROR:
-            request = group.request
-            group.hold_deadline = None
-            if request is not None and request.held is not None and request.outcome is None:
-                self._fail_by_reply(group, *request.held)
+            self._replies.held_due(group)
         elif what is Due.HEALTH_PING:
             self._health.ping(group)
         elif what is Due.HEALTH_MISSED:
             self._health.missed(group)
         else:
             self._supervisor.deadline_passed(group, what)
-
-    def _stop_overdue(self, group: Group) -> None:
-        """A request asked to stop did not: cancel it and restart its group."""
-        request = group.request
-        if request is not None:
-            grace = self.config.stop_grace
-            self._effects.app_line(
-                f"request {request.id} did not stop within {grace:g} s (STOP_GRACE): "
-                f"restarting group {group.index}"
-            )
-            self._effects.finish(request, "cancelled", how="restarted")
-        self._supervisor.stop(group, AfterStop.RESTART)
 
     def _broken_locked(self, message: str) -> None:
         logger.error("cosmos_gradio_nb: %s", message)

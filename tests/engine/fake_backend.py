@@ -57,6 +57,7 @@ class FakeBackend:
         self.groups: dict[int, FakeGroup] = {}
         self.starts: list[GroupSpec] = []
         self.stops: list[tuple[int, bool]] = []
+        self.messages: list[tuple[int, dict[str, Any]]] = []  # (group, msg) of every send
         self.closed = False
         self._lock = threading.Lock()
         self._queue: queue.Queue[Event | None] = queue.Queue()
@@ -82,6 +83,7 @@ class FakeBackend:
             if g is None or not g.alive or g.stopping:
                 raise SendError(f"group {group} is gone")
             g.sent.append(msg)
+            self.messages.append((group, msg))
         kind = msg.get("type")
         if kind == "infer" and not self.hold_replies:
             self.answer(group, msg["id"])
