@@ -78,6 +78,13 @@ def _key_path(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+def _shown(path: str) -> str:
+    """A key path for a message: ``(root)`` for none, shortened in the middle past 120 chars."""
+    if not path:
+        return "(root)"
+    return path if len(path) <= 120 else f"{path[:80]}...{path[-30:]}"
+
+
 def find_bad(value: object, path: str = "") -> str | None:
     """Why ``value`` is not strict JSON, naming the key path of the first bad value; or None.
 
@@ -92,7 +99,7 @@ def find_bad(value: object, path: str = "") -> str | None:
         cls = type(item)
         if item is None or cls is str or cls is bool or cls is int:
             continue
-        shown = where or "(root)"
+        shown = _shown(where)
         if cls is float:
             if not math.isfinite(item):  # type: ignore[arg-type]
                 return f"at key {shown!r}: {_describe(item)} (NaN and Infinity are not JSON)"
@@ -107,7 +114,7 @@ def find_bad(value: object, path: str = "") -> str | None:
             for key, child in item.items():  # type: ignore[attr-defined]
                 if type(key) is not str:
                     return (
-                        f"at key {_key_path(where, plain_str(key))!r}: the key is "
+                        f"at key {_shown(_key_path(where, plain_str(key)))!r}: the key is "
                         f"{_describe(key)}, not a string (JSON keys are strings)"
                     )
                 children.append((child, _key_path(where, key), depth + 1))

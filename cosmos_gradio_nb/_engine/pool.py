@@ -429,6 +429,6 @@ class WorkerPool:
 
 def _shown_state(group: Group) -> str:
     """A group's state for displays: ``unresponsive`` while restarting after a missed ping."""
-    if group.unresponsive and group.state not in (S.IDLE, S.BUSY):
+    if group.unresponsive and group.state in (S.STOPPING, S.RESTARTING, S.STARTING):
         return "unresponsive"
     return group.state.value

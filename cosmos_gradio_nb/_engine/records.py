@@ -86,7 +86,8 @@ class StatusWriter:
         self._reserved = RESERVED_KEYS | frozenset(extra)
         self._cond = threading.Condition(threading.Lock())
         self._finals: collections.deque[Request] = collections.deque()
-        self._waiting: dict[Request, _Pending] = {}  # insertion-ordered: oldest first
+        # oldest first; an OrderedDict pops its first item in O(1) (a dict rescans its holes)
+        self._waiting: collections.OrderedDict[Request, _Pending] = collections.OrderedDict()
         self._closing = False
         self._idle = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -145,8 +146,10 @@ class StatusWriter:
                 self._idle = True
                 self._cond.wait()
                 self._idle = False
-            request = self._finals.popleft() if self._finals else next(iter(self._waiting))
-            return request, self._waiting.pop(request)
+            if self._finals:
+                request = self._finals.popleft()
+                return request, self._waiting.pop(request)
+            return self._waiting.popitem(last=False)
 
     def _run(self) -> None:
         while (item := self._next()) is not None:
