@@ -55,6 +55,7 @@ __all__ = [
 
 MAX_LINE_BYTES = 64 * 1024  # longer lines are cut, and say so
 READ_BYTES = 1024 * 1024  # read at most this much per call: others get their turn
+RECV_CHUNK = 64 * 1024  # the control socket is read in bites of this size
 _PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])  # the folder holding the package
 
 
@@ -193,6 +194,9 @@ class WorkerProcess:
         self.kill_at: float | None = None  # asked to stop: SIGKILL everything if not gone by then
         self._lines = _LineSplitter()
         self._frames = FrameReader()
+        # Read into one buffer: recv(1 MB) would allocate (and shrink) a megabyte per message,
+        # which fragments the heap of an app that handles thousands of replies a second.
+        self._rbuf = bytearray(RECV_CHUNK)
         self._send_lock = threading.Lock()
         self._outbox = bytearray()  # what the socket did not take yet (guarded by _send_lock)
 
@@ -294,17 +298,18 @@ class WorkerProcess:
             return [], True
         out: list[dict[str, Any]] = []
         budget = max_bytes
+        view = memoryview(self._rbuf)
         while budget > 0:
             try:
-                chunk = self.conn.recv(min(READ_BYTES, budget))
+                n = self.conn.recv_into(view, min(RECV_CHUNK, budget))
             except BlockingIOError:
                 return out, False
             except OSError:
                 return out, True
-            if not chunk:
+            if not n:
                 return out, True
-            budget -= len(chunk)
-            out += self._frames.feed(chunk)
+            budget -= n
+            out += self._frames.feed(view[:n])
         return out, False
 
     def handles(self) -> list[tuple[int, str]]:

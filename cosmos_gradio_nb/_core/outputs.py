@@ -9,8 +9,8 @@ build and write those records.
 
 from __future__ import annotations
 
-import datetime
 import json
+import math
 import os
 import threading
 import time
@@ -125,11 +125,21 @@ def collect_files(output_dir: str, returned: dict[str, Any] | None = None) -> di
 
 
 def iso_time(epoch: float | None) -> str | None:
-    """``2026-12-02T06:14:03.120+00:00``: an epoch time as ISO 8601 in UTC, for people and tools."""
+    """``2026-12-02T06:14:03.120+00:00``: an epoch time as ISO 8601 in UTC, for people and tools.
+
+    As ``datetime.isoformat(timespec="milliseconds")`` writes it (microseconds rounded, then
+    cut to milliseconds), without ``datetime``: the app writes several per request, and the
+    strings ``isoformat`` returned were seen to outlive their records (each pinned a megabyte
+    arena of the allocator: ``benchmarks/bench_engine.py``'s memory figure).
+    """
     if epoch is None:
         return None
-    stamp = datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc)
-    return stamp.isoformat(timespec="milliseconds")
+    frac, whole = math.modf(epoch)  # as datetime.fromtimestamp rounds
+    micro = round(frac * 1e6)
+    seconds = int(whole) + (micro >= 1_000_000) - (micro < 0)
+    micro %= 1_000_000
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{stamp}.{micro // 1000:03d}+00:00"
 
 
 def write_status(output_dir: str, status: dict[str, Any]) -> None:

@@ -165,7 +165,7 @@ class FrameReader:
         """Bytes held of a frame not yet complete."""
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[dict[str, Any]]:
+    def feed(self, data: bytes | memoryview) -> list[dict[str, Any]]:
         """Add ``data``; return the messages now complete, in order (WireError on garbage)."""
         self._buf += data
         out: list[dict[str, Any]] = []

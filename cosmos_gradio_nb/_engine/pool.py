@@ -181,7 +181,8 @@ class WorkerPool:
     def requests(self) -> list[RequestInfo]:
         """Every running request (oldest first), then every queued one in queue order."""
         with self._lock:
-            running = [g.request for g in self._groups if g.request is not None]
+            # (a request already failed may keep its group busy while its peers finish: not listed)
+            running = [g.request for g in self._groups if g.request and g.request.outcome is None]
             running.sort(key=lambda r: r.started_at or 0.0)
             out = [request_info(r, None) for r in running]
             position = 0

@@ -14,9 +14,8 @@ record impossible:
   <cosmos_gradio_nb._engine.effects.Effects.finish>`); any later decision is
   ignored, and once a stop was asked for, every outcome is ``cancelled``;
 - *one thread writes*, always the newest state it knows of a request. A record
-  still waiting to be written is replaced by a newer one (a burst of requests
-  that finish before their ``queued`` record was written gets only its final
-  record), and a final record is never followed by another.
+  still waiting to be written is replaced by a newer one, and a final record is
+  never followed by another.
 
 When it writes
 --------------
@@ -28,9 +27,14 @@ When it writes
   ``failed`` with the error and the remote traceback, a ``cancelled`` with the
   files found so far listed as ``partial``), at once whatever ended it.
 
-Final records are written before waiting ones (a future waits on them); the
-``queued`` and ``running`` records follow within milliseconds when the writer
-is not busy. :meth:`StatusWriter.close` writes everything still waiting.
+Final records are written first and at once (a future waits on them). A
+``queued`` or ``running`` record is written :data:`WRITE_BEHIND` seconds after
+it was noted (50 ms), unless the request has ended by then: a request that
+runs for a few milliseconds gets its final record only, and one queued behind
+others or running for seconds shows as such in History within 50 ms. Writing
+every intermediate record at once cost a quarter of the engine's throughput on
+short requests (``benchmarks/bench_engine.py``); the window keeps it.
+:meth:`StatusWriter.close` writes everything still waiting.
 """
 
 from __future__ import annotations
@@ -40,8 +44,9 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._core.outputs import RESERVED_KEYS, base_status, finish_status, iso_time, write_status
@@ -49,9 +54,11 @@ from .._core.outputs import RESERVED_KEYS, base_status, finish_status, iso_time,
 if TYPE_CHECKING:
     from .request import Request
 
-__all__ = ["Final", "StatusWriter"]
+__all__ = ["WRITE_BEHIND", "Final", "StatusWriter"]
 
 logger = logging.getLogger("cosmos_gradio_nb")
+
+WRITE_BEHIND = 0.05  # seconds a queued or running record waits, in case the request ends first
 
 
 @dataclass(frozen=True)
@@ -65,11 +72,13 @@ class Final:
     complete: Callable[[dict[str, Any]], None] | None = None  # given the status written
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
-    """The newest record of one request not written yet."""
+    """The newest record of one request not written yet (its group and start time are read
+    from the request when it is written: the pool sets them before it says ``running``)."""
 
-    fields: dict[str, Any] = field(default_factory=dict)  # state, group, started_at
+    state: str
+    due: float = 0.0  # time.monotonic() from which it may be written
     final: Final | None = None
 
 
@@ -85,8 +94,9 @@ class StatusWriter:
         self._extra = dict(extra)
         self._reserved = RESERVED_KEYS | frozenset(extra)
         self._cond = threading.Condition(threading.Lock())
-        self._finals: collections.deque[Request] = collections.deque()
-        # oldest first; an OrderedDict pops its first item in O(1) (a dict rescans its holes)
+        self._finals: collections.deque[tuple[Request, _Pending]] = collections.deque()
+        # Queued and running records, oldest first (so also by due time); an OrderedDict
+        # gives its first item in O(1) (a dict rescans the holes its pops leave).
         self._waiting: collections.OrderedDict[Request, _Pending] = collections.OrderedDict()
         self._closing = False
         self._idle = False
@@ -95,13 +105,10 @@ class StatusWriter:
 
     # -- what the pool tells it (any thread) -------------------------------------------------
     def accepted(self, request: Request) -> None:
-        self._note(request, {"state": "queued"})
+        self._note(request, "queued")
 
     def started(self, request: Request) -> None:
-        self._note(
-            request,
-            {"state": "running", "group": request.group, "started_at": request.started_at},
-        )
+        self._note(request, "running")
 
     def finish(self, request: Request, final: Final) -> None:
         """Write ``final`` next, then call its ``complete``; nothing is written for it after."""
@@ -109,24 +116,21 @@ class StatusWriter:
             if request.final_recorded:
                 return
             request.final_recorded = True
-            pending = self._waiting.pop(request, None) or _Pending()
-            pending.final = final
-            pending.fields.update(group=request.group, started_at=request.started_at)
-            self._waiting[request] = pending
-            self._finals.append(request)
+            self._waiting.pop(request, None)
+            self._finals.append((request, _Pending(final.state, final=final)))
             if self._idle:
                 self._cond.notify()
 
-    def _note(self, request: Request, fields: dict[str, Any]) -> None:
+    def _note(self, request: Request, state: str) -> None:
         with self._cond:
             if request.final_recorded:
                 return
             pending = self._waiting.get(request)
-            if pending is None:
-                self._waiting[request] = _Pending(dict(fields))
-            else:
-                pending.fields.update(fields)
-            if self._idle:
+            if pending is not None:
+                pending.state = state
+                return
+            self._waiting[request] = _Pending(state, time.monotonic() + WRITE_BEHIND)
+            if self._idle and len(self._waiting) == 1:  # it waits for nothing: wake it
                 self._cond.notify()
 
     def close(self, timeout: float = 30.0) -> None:
@@ -139,17 +143,22 @@ class StatusWriter:
 
     # -- the thread --------------------------------------------------------------------------
     def _next(self) -> tuple[Request, _Pending] | None:
+        """The next record to write: a final one, else the oldest one that is due."""
         with self._cond:
-            while not self._waiting:
-                if self._closing:
+            while True:
+                if self._finals:
+                    return self._finals.popleft()
+                wait: float | None = None
+                if self._waiting:
+                    oldest = next(iter(self._waiting.values()))
+                    wait = oldest.due - time.monotonic()
+                    if wait <= 0 or self._closing:
+                        return self._waiting.popitem(last=False)
+                elif self._closing:
                     return None
                 self._idle = True
-                self._cond.wait()
+                self._cond.wait(wait)
                 self._idle = False
-            if self._finals:
-                request = self._finals.popleft()
-                return request, self._waiting.pop(request)
-            return self._waiting.popitem(last=False)
 
     def _run(self) -> None:
         while (item := self._next()) is not None:
@@ -176,17 +185,17 @@ class StatusWriter:
                     logger.exception("cosmos_gradio_nb: error while completing %s", request.id)
 
     def _record(self, request: Request, pending: _Pending) -> dict[str, Any]:
-        fields = pending.fields
         final = pending.final
+        queued = pending.state == "queued"
         status = base_status(
             request_id=request.id,
             model_name=self._model_name,
             params=request.params,
             output_dir=request.output_dir,
             queued_at=request.queued_at,
-            started_at=fields.get("started_at"),
-            group=fields.get("group"),
-            state=str(fields.get("state", "queued")),
+            started_at=None if queued else request.started_at,
+            group=None if queued else request.group,
+            state=pending.state,
             source=request.source,
             extra=self._extra,
         )

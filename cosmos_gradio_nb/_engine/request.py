@@ -47,7 +47,7 @@ class RequestOwner(Protocol):
         ...
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # thousands may wait: no __dict__ each
 class Request:
     """One request as the pool tracks it. The future holds it; so does the group running it."""
 
@@ -165,19 +165,13 @@ class WorkerInfo:
         )
 
 
-def plain_params(params: dict[str, Any]) -> dict[str, Any]:
-    """``params`` as the workers will receive them: through strict JSON (tuples become lists).
-
-    Raises ValidationError for what strict JSON cannot carry (a value nested too deep,
-    NaN): a request that could not be sent is refused here, never at dispatch.
-    """
+def check_sendable(params: dict[str, Any]) -> None:
+    """Raise ValidationError for parameters strict JSON cannot carry (NaN, nested too deep...):
+    a request that could not be sent to the workers is refused here, never at dispatch."""
     try:
-        plain = json.loads(json.dumps(params, allow_nan=False))
+        json.dumps(params, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
         raise ValidationError(f"the parameters cannot be sent as JSON: {exc}") from None
-    if not isinstance(plain, dict):
-        raise ValidationError("parameters must be a JSON object (dict)")
-    return plain
 
 
 def new_request(
@@ -191,7 +185,7 @@ def new_request(
     """A request with its own id, folder (also set as ``params["output_dir"]``) and future."""
     request_id = new_request_id()
     folder = str(request_folder(output_root, request_id))
-    params = plain_params(params)
+    check_sendable(params)
     params["output_dir"] = folder
     request = Request(
         id=request_id, params=params, output_dir=folder, timeout=timeout, pool=pool, source=source

@@ -131,12 +131,13 @@ def run_request(
     stop = control.begin(request_id)
     base: dict[str, Any] = {"id": request_id, "rank": rank}
     if lead:
-        os.makedirs(folder, exist_ok=True)
         _progress.begin_request(request_id, stop, folder=folder, send=conn.send)
     else:
         _progress.begin_request(request_id, stop)
     try:
         try:
+            if lead:
+                os.makedirs(folder, exist_ok=True)  # a failure here fails the request, not us
             returned = model.infer(dict(msg["params"]))
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):

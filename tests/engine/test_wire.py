@@ -122,3 +122,19 @@ def test_frames_through_a_real_socket_pair() -> None:
         left.sock.shutdown(socket.SHUT_WR)
         with pytest.raises(EOFError):
             right.recv()
+
+
+def test_iso_time_writes_what_datetime_isoformat_writes() -> None:
+    import datetime
+    import random
+
+    from cosmos_gradio_nb._core.outputs import iso_time
+
+    rng = random.Random(7)
+    edges = [0.0, 1.9999996, 1.0004999, 1234567890.9995, 1329922778.4289994]
+    for epoch in edges + [rng.uniform(0, 2e9) for _ in range(20_000)]:
+        expected = datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc).isoformat(
+            timespec="milliseconds"
+        )
+        assert iso_time(epoch) == expected, epoch
+    assert iso_time(None) is None
