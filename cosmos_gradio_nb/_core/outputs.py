@@ -142,17 +142,26 @@ def iso_time(epoch: float | None) -> str | None:
     return f"{stamp}.{micro // 1000:03d}+00:00"
 
 
+# One encoder, made once: json.dumps(..., allow_nan=False) builds a new one per call.
+_STRICT_JSON = json.JSONEncoder(allow_nan=False)
+
+
 def write_status(output_dir: str, status: dict[str, Any]) -> None:
-    """Write ``status.json`` atomically (a reader never sees half a file)."""
-    os.makedirs(output_dir, exist_ok=True)
+    """Write ``status.json`` atomically (a reader never sees half a file).
+
+    Strict JSON (no NaN or Infinity, which browsers' JSON.parse refuses); the worker
+    has already refused a returned value strict JSON cannot hold (``wire.find_bad``).
+    """
     path = os.path.join(output_dir, STATUS_FILE)
     tmp = os.path.join(output_dir, f".{STATUS_FILE}.{os.getpid()}.{threading.get_ident()}.tmp")
-    # Compact JSON through the C encoder and one write: this runs once per request
-    # on the path back to the caller.
-    # Strict JSON (no NaN or Infinity, which browsers' JSON.parse refuses); the worker
-    # has already refused a returned value strict JSON cannot hold (``wire.find_bad``).
-    data = json.dumps(status, allow_nan=False).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    # Compact JSON through the C encoder and one write: this runs for every request.
+    data = _STRICT_JSON.encode(status).encode()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    try:
+        fd = os.open(tmp, flags, 0o644)
+    except FileNotFoundError:  # the folder is made on first use
+        os.makedirs(output_dir, exist_ok=True)
+        fd = os.open(tmp, flags, 0o644)
     try:
         os.write(fd, data)
     finally:
@@ -224,8 +233,10 @@ def finish_status(
     status["state"] = state
     status["finished_at"] = now
     status["finished_at_iso"] = iso_time(now)
-    status.setdefault("queued_at_iso", iso_time(status.get("queued_at")))
-    status["started_at_iso"] = iso_time(status.get("started_at"))
+    if "queued_at_iso" not in status:
+        status["queued_at_iso"] = iso_time(status.get("queued_at"))
+    if not status.get("started_at_iso"):
+        status["started_at_iso"] = iso_time(status.get("started_at"))
     if status.get("started_at"):
         status["duration"] = now - status["started_at"]
     found = files

@@ -45,6 +45,9 @@ MAX_FRAME = 256 * 1024 * 1024  # a longer frame is a protocol error (a broken or
 MAX_DEPTH = 100  # containers nested deeper than this are refused (JSON and pickle both recurse)
 
 
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))  # made once, not per call
+
+
 class WireError(ValueError):
     """A message that cannot be framed or read: not strict JSON, too large, or garbled."""
 
@@ -133,7 +136,7 @@ def encode(msg: dict[str, Any], *, check: bool = True) -> bytes:
         if bad is not None:
             raise WireError(f"not strict JSON {bad}")
     try:
-        body = json.dumps(msg, allow_nan=False, separators=(",", ":")).encode()
+        body = _ENCODER.encode(msg).encode()
     except (TypeError, ValueError, RecursionError) as exc:
         raise WireError(f"not strict JSON: {exc}") from None
     if len(body) > MAX_FRAME:
@@ -143,7 +146,7 @@ def encode(msg: dict[str, Any], *, check: bool = True) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
-def decode(body: bytes) -> dict[str, Any]:
+def decode(body: bytes | bytearray) -> dict[str, Any]:
     """The message of one frame's body; :class:`WireError` if it is not a JSON object."""
     try:
         msg = json.loads(body)
@@ -179,7 +182,7 @@ class FrameReader:
             end = start + size + length
             if end > len(buf):
                 break
-            out.append(decode(bytes(buf[start + size : end])))
+            out.append(decode(buf[start + size : end]))
             start = end
         if start:
             del buf[:start]

@@ -4,12 +4,13 @@ The pool decides under its lock, and must never hold it while a future's
 waiters wake, a status.json is written or the log file is appended to: those
 touch other threads and the disk. So every decision queues its effects:
 
-- a request's *outcome* goes to the status writer (``records.py``), which
-  writes its final status.json and only then completes its future; the first
-  outcome decided for a request is the only one (:meth:`Effects.finish`);
-- progress reports and log lines are queued here, in order, and whichever
-  thread made the decision runs them (:meth:`Effects.flush`) once it has
-  released the lock.
+- a request's *outcome*: its final status.json is written (``records.py``) and
+  only then its future completed; the first outcome decided for a request is
+  the only one (:meth:`Effects.finish`);
+- progress reports and log lines.
+
+They are queued here, in order, and whichever thread made the decision runs
+them (:meth:`Effects.flush`) once it has released the lock.
 """
 
 from __future__ import annotations
@@ -87,7 +88,10 @@ class Effects:
             stop = {"how": how or "dequeued", "requested_at": request.stop_requested_at}
         request.outcome = state
         then = self._completion(request, state, exc) if complete else None
-        self.writer.finish(request, Final(state, error, reply, stop, then))
+        final = Final(state, error, reply, stop, then)
+        self.writer.finish(request)
+        # Written by whichever thread flushes these effects, then the future completes.
+        self._calls.append(lambda: self.writer.write_final(request, final))
         return True
 
     def record(self, request: Request, state: str, error: dict[str, Any] | None) -> None:

@@ -112,7 +112,11 @@ class WorkerPool:
             config.log_file, config.log_max_bytes, config.log_backups, echo=config.echo_logs
         )
         self._writer = StatusWriter(
-            config.model_name, config.status_extra, name=f"cosmos-gradio-status-{id(self):x}"
+            config.model_name,
+            config.status_extra,
+            name=f"cosmos-gradio-status-{id(self):x}",
+            # read without the lock: a hint of whether replies are coming in
+            contended=lambda: any(g.state is S.BUSY for g in self._groups),
         )
         self._effects = Effects(self._lock, log, self._writer)
         # The timer asks the supervisor, which is made next (it needs the timer) ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import InvalidStateError
@@ -27,6 +28,7 @@ __all__ = [
     "new_request",
 ]
 
+_STRICT_JSON = json.JSONEncoder(allow_nan=False)  # made once (json.dumps(allow_nan=) is not)
 MAX_LOG_LINES = 10_000  # a request's ``log`` keeps at most this many lines...
 MAX_LOG_BYTES = 4 * 1024 * 1024  # ...and this many bytes; LOG_FILE has everything
 
@@ -77,7 +79,10 @@ class Request:
     """When ``terminate()`` asked the running request to stop (epoch seconds)."""
     held: tuple[int, dict[str, Any]] | None = None
     """A peer's error reply held back while a rank's death may be on its way (``pool``)."""
-    final_recorded: bool = False  # the status writer has its final record (its own lock)
+    # The status writer's (``records.py``), under its own locks:
+    final_recorded: bool = False  # the outcome is decided: no queued/running record after it
+    recorded: int = 0  # how far along the record on disk is (queued 1, running 2, final 3)
+    record_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def stopping(self) -> bool:
@@ -169,7 +174,7 @@ def check_sendable(params: dict[str, Any]) -> None:
     """Raise ValidationError for parameters strict JSON cannot carry (NaN, nested too deep...):
     a request that could not be sent to the workers is refused here, never at dispatch."""
     try:
-        json.dumps(params, allow_nan=False)
+        _STRICT_JSON.encode(params)
     except (TypeError, ValueError, RecursionError) as exc:
         raise ValidationError(f"the parameters cannot be sent as JSON: {exc}") from None
 

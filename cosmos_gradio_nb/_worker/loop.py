@@ -190,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     start_keeper(ns.parent, (ns.fd,), ns.report)
 
     conn = channel = Channel(socket.socket(fileno=ns.fd))
+    # Every message this loop sends is built of plain values (what infer returned is checked by
+    # _returned_error, text goes through plain_str): no second walk over each one.
+    conn.check = False
     # The parent knows the keeper's pid; this is the model's (what nvidia-smi will show).
     conn.send({"type": "started", "pid": os.getpid()})
     init: InitMsg = conn.recv()  # type: ignore[assignment]
