@@ -247,3 +247,16 @@ def test_a_peer_failure_is_recorded_at_once_not_after_the_peer_grace(make_app) -
         fut.result(30)
     status = status_of(fut)
     assert status["state"] == "failed" and status["error"]["type"] == "ValueError"
+
+
+def test_a_request_folder_whose_record_is_on_its_way_reads_as_running_not_broken(
+    tmp_path: Path,
+) -> None:
+    from cosmos_gradio_nb._core.outputs import new_request_id, request_folder
+
+    fresh = request_folder(tmp_path, new_request_id())  # named now, as the app names them
+    fresh.mkdir()  # the worker made it; the app's running record follows within 50 ms
+    old = request_folder(tmp_path, new_request_id(), now=time.time() - 3600)
+    old.mkdir()  # an hour old and still without a record: the app died before writing it
+    assert read_run(fresh).state == "running" and read_run(fresh).broken is None
+    assert read_run(old).state == "broken" and "no status.json" in (read_run(old).broken or "")
