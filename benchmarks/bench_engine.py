@@ -12,6 +12,13 @@ Goals (from the engine issue):
 And from the hardening issue:
 5. while one worker floods its output (one 200 MB line), the other group's p99 < 50 ms;
 6. crash detection while a done-callback of another request blocks for 5 s: < 1 s.
+
+And from the models issue:
+7. what a live preview costs a model per ``report_progress(..., preview=frame)`` call
+   (a 1280x720 frame): when one is written (shrunk, JPEG, atomic rename), when the
+   rate limit skips it, and through the engine (a request of 20 reports with a
+   preview each against the same without);
+8. a cooperative stop: ``terminate()`` to the next request starting on the same worker.
 """
 
 from __future__ import annotations
@@ -45,6 +52,8 @@ class NoOp:
     def infer(self, args: dict[str, Any]) -> dict[str, Any]:
         if args.get("hang"):
             time.sleep(3600)
+        if args.get("reports") or args.get("steps"):
+            return self._reports(args)
         time.sleep(float(args.get("sleep") or 0))
         flood = int(args.get("flood_mb") or 0)
         if flood:  # one line of flood_mb MB, as a model printing a huge tensor would
@@ -54,6 +63,22 @@ class NoOp:
             sys.stdout.write("\n")
             sys.stdout.flush()
         return {"i": args.get("i")}
+
+    def _reports(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``reports`` progress reports (with a 1280x720 preview each), or ``steps`` until stopped."""
+        from cosmos_gradio_nb import report_progress
+
+        frame = None
+        if args.get("preview"):
+            import numpy as np
+
+            frame = np.zeros((720, 1280, 3), np.uint8)
+        n = int(args.get("reports") or args.get("steps"))
+        for i in range(n):
+            report_progress((i + 1) / n, f"step {i + 1}/{n}", preview=frame)
+            if args.get("steps"):
+                time.sleep(0.001)
+        return {}
 
 
 def create_noop() -> NoOp:  # defined in __main__: shipped to the workers with cloudpickle
@@ -186,6 +211,76 @@ def callback_block_figures(app: NotebookApp, block_s: float = 5.0) -> dict[str, 
     return {"crash_detect_while_callback_blocks_ms": round(detect * 1000, 1)}
 
 
+def preview_figures(app: NotebookApp, tmp: Path) -> dict[str, Any]:
+    """7. The cost of a preview, in the worker's own code and through the engine."""
+    import threading
+
+    import numpy as np
+
+    from cosmos_gradio_nb._worker import progress
+    from cosmos_gradio_nb._worker.preview import write_preview
+
+    frame = np.random.default_rng(0).integers(0, 255, (720, 1280, 3), dtype=np.uint8)
+    folder = tmp / "preview-bench"
+    folder.mkdir()
+    writes = []
+    for _ in range(30):
+        t = time.perf_counter()
+        write_preview(frame, str(folder))
+        writes.append(time.perf_counter() - t)
+    progress.begin_request("bench", threading.Event(), folder=str(folder), send=lambda m: None)
+    progress.report_progress(0.0, preview=frame)  # the first always goes: later ones are skipped
+    skipped = []
+    for i in range(2000):
+        t = time.perf_counter()
+        progress.report_progress(i / 2000, "step", preview=frame)
+        skipped.append(time.perf_counter() - t)
+    progress.end_request()
+    engine = {}
+    for with_preview in (False, True):
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            app.infer({"reports": 20, "preview": with_preview}).result(60)
+            times.append(time.perf_counter() - t)
+        engine[with_preview] = statistics.median(times)
+    per_call = (engine[True] - engine[False]) / 20
+    w50, s50 = statistics.median(writes), statistics.median(skipped)
+    print(
+        f"previews (1280x720 frame): writing one (512 px JPEG, atomic) {w50 * 1000:.1f} ms; "
+        f"a call the rate limit skips {s50 * 1e6:.1f} us; through the engine, 20 reports with a "
+        f"preview each (one written per second, the first at once) cost {per_call * 1e6:.0f} us "
+        "per call more than without"
+    )
+    return {
+        "preview_write_ms": round(w50 * 1000, 2),
+        "preview_skipped_call_us": round(s50 * 1e6, 2),
+        "preview_engine_per_call_us": round(per_call * 1e6, 1),
+    }
+
+
+def stop_figures(app: NotebookApp) -> dict[str, Any]:
+    """8. A cooperative stop: terminate() until the next request runs on the same worker."""
+    samples = []
+    for _ in range(5):
+        fut = app.infer({"steps": 100000})
+        while fut.progress is None:
+            time.sleep(0.001)
+        pid = next(w.pid for w in app.workers() if w.request_id == fut.request_id)
+        t = time.perf_counter()
+        fut.terminate()
+        nxt = app.infer({"i": 0})
+        nxt.result(30)
+        samples.append(time.perf_counter() - t)
+        assert pid in {w.pid for w in app.workers()}, "the stopped worker was restarted"
+    median = statistics.median(samples)
+    print(
+        f"cooperative stop: terminate() to the next request done on the same worker: median "
+        f"{median * 1000:.1f} ms (no model reload)"
+    )
+    return {"cooperative_stop_to_next_ms": round(median * 1000, 1)}
+
+
 def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
@@ -303,6 +398,8 @@ def main() -> int:
     )
     out.update(flood_figures(app, 20 if args.quick else 200))
     out.update(callback_block_figures(app))
+    out.update(preview_figures(app, tmp))
+    out.update(stop_figures(app))
     app.close()
     print("BENCH_ENGINE " + json.dumps(out))
     return 0

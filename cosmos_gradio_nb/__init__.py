@@ -21,13 +21,14 @@ from ._core.exceptions import (
     InferenceTimeoutError,
     QueueFullError,
     RequestRefusedError,
+    StopRequested,
     ValidationError,
     WorkerCrashedError,
     WorkerError,
     WorkerStartupError,
 )
 from ._core.validation import check_asset_path
-from ._worker.progress import report_progress
+from ._worker.progress import report_progress, stop_requested
 
 if TYPE_CHECKING:
     from ._app.apps import GradioApp, NotebookApp, WorkerInfo
@@ -55,6 +56,7 @@ __all__ = [
     "NotebookApp",
     "QueueFullError",
     "RequestRefusedError",
+    "StopRequested",
     "ValidationError",
     "WorkerCrashedError",
     "WorkerError",
@@ -65,6 +67,7 @@ __all__ = [
     "create_widget_UI",
     "load_results",
     "report_progress",
+    "stop_requested",
 ]
 
 # name -> module that defines it; imported on first access (PEP 562).

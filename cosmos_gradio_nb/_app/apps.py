@@ -23,7 +23,7 @@ from .._engine import tracking as _tracking
 from .._engine.config import EngineConfig
 from .._engine.future import InferenceFuture
 from .._engine.pool import BackendFactory, WorkerPool
-from .._engine.request import WorkerInfo, new_request
+from .._engine.request import RequestInfo, WorkerInfo, new_request
 
 __all__ = ["GradioApp", "NotebookApp", "WorkerInfo"]
 
@@ -79,6 +79,17 @@ def _resolve_env(env: DeploymentEnv | None, settings: dict[str, Any]) -> Deploym
     elif settings:
         env = DeploymentEnv(**{**env.model_dump(exclude_none=True), **settings})
     return env.resolved()
+
+
+def _provenance(factory: str) -> dict[str, Any]:
+    """What made a request's outputs, for its status.json: the package's version, the factory."""
+    import importlib.metadata
+
+    try:
+        version = importlib.metadata.version("cosmos_gradio_nb")
+    except importlib.metadata.PackageNotFoundError:
+        version = "0.0.0+unknown"
+    return {"package": "cosmos_gradio_nb", "version": version, "factory": factory}
 
 
 def _backend_factory(env: DeploymentEnv) -> BackendFactory:
@@ -144,6 +155,9 @@ class _BaseApp:
         checkpoint_dir: str | Path | None = None,
         worker_timeout: float | None = None,
         startup_timeout: float | None = None,
+        stop_grace: float | None = None,
+        health_interval: float | None = None,
+        health_timeout: float | None = None,
         backend: Literal["local", "ray"] | None = None,
         ray_address: str | None = None,
         shared_output_dir: bool | None = None,
@@ -187,6 +201,10 @@ class _BaseApp:
             worker_env={**self.env.worker_environment(), **(worker_env or {})},  # the user's win
             max_queue_size=max_queue_size,
             echo_logs=echo_logs,
+            stop_grace=self.env.stop_grace,
+            health_interval=self.env.health_interval,
+            health_timeout=self.env.health_timeout,
+            status_extra={"provenance": _provenance(label)},
         )
         self._pool = WorkerPool(config, backend_factory)
         # Closes the workers when the app is garbage-collected or the interpreter exits.
@@ -240,13 +258,22 @@ class _BaseApp:
         return None if model is None else dict(model.model_json_schema())
 
     # ------------------------------------------------------------------ requests
-    def _make_request(self, validated: dict[str, Any], timeout: float | None) -> InferenceFuture:
+    def _make_request(
+        self, validated: dict[str, Any], timeout: float | None, source: str | None = None
+    ) -> InferenceFuture:
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds (got {timeout!r})")
         limit = self.env.worker_timeout if timeout is None else timeout
-        return new_request(self._pool, validated, self.env.output_dir, limit).future
+        source = source or _tracking.request_source.get()
+        return new_request(self._pool, validated, self.env.output_dir, limit, source=source).future
 
-    def submit(self, params: dict[str, Any], *, timeout: float | None = None) -> InferenceFuture:
+    def submit(
+        self,
+        params: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        source: str | None = None,
+    ) -> InferenceFuture:
         """Validate and queue one request; return its future at once.
 
         Parameters
@@ -256,12 +283,15 @@ class _BaseApp:
         timeout:
             Seconds the request may run once started (default ``WORKER_TIMEOUT``);
             past it the request fails with InferenceTimeoutError and its group restarts.
+        source:
+            Who submits it, recorded in its status.json and in :meth:`requests`:
+            ``"python"`` (the default), ``"page"`` or ``"api"``.
 
         Raises
         ------
         ValidationError, QueueFullError, AppClosedError, WorkerStartupError
         """
-        future = self._make_request(self.validate(params), timeout)
+        future = self._make_request(self.validate(params), timeout, source)
         self._pool.submit(future._request)
         self._history.append(future)
         _tracking.register(future)  # the page follows it even through a wrapper of infer
@@ -325,6 +355,16 @@ class _BaseApp:
     def workers(self) -> list[WorkerInfo]:
         """One entry per worker process: group, rank, GPU, pid, node, state, current request."""
         return self._pool.workers()
+
+    def requests(self) -> list[RequestInfo]:
+        """Every running request (oldest first), then every queued one in queue order.
+
+        Each is a dict: ``id``, ``state`` (running or queued), ``source``, ``params``,
+        ``position`` (0 for the next to run; None while running), ``progress``,
+        ``message``, ``preview`` (the latest preview.jpg), ``queued_at``,
+        ``started_at``, ``group`` and ``stopping``. A snapshot, cheap to take.
+        """
+        return self._pool.requests()
 
     def restart_workers(self) -> int:
         """Start given-up (or backing-off) worker groups now, rather than at their next retry.

@@ -6,6 +6,12 @@ it happens and a request's reply costs one wake-up. It starts and kills the
 processes itself: a child's parent-death signal is tied to the thread that
 forked it, so that thread must be one that lives as long as the processes.
 The local backend and the Ray backend's rank actors both use it.
+
+The thread never blocks on one process: messages are framed and read without
+blocking, a bounded number of bytes per wake-up (``process.py``), so a worker
+stopped in the middle of a message delays no other; a message to a worker whose
+socket is full waits in that process's outbox, written when the socket is
+writable again. A worker that sends bytes that are not a frame is stopped.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._engine.backend import SendError
-from .process import WorkerProcess
+from .process import WireError, WorkerProcess
 
 __all__ = ["MuxEvent", "ProcessMux"]
 
@@ -82,9 +88,11 @@ class ProcessMux:
         if proc is None:
             raise SendError(f"no worker process {key!r}")
         try:
-            proc.send(msg)
+            waiting = proc.send(msg)
         except OSError as exc:
             raise SendError(str(exc)) from exc
+        if waiting:  # the socket is full: the mux thread writes the rest when it can
+            self._post(lambda: self._watch_writable(key, proc))
 
     def stop(self, key: Hashable) -> None:
         """Stop the process and everything it started; ``exit`` follows.
@@ -132,6 +140,13 @@ class ProcessMux:
             self._procs[key] = proc
         for fd, kind in proc.handles():
             self._selector.register(fd, selectors.EVENT_READ, (kind, key, proc))
+
+    def _watch_writable(self, key: Hashable, proc: WorkerProcess, on: bool = True) -> None:
+        if self._procs.get(key) is not proc or proc.conn is None:
+            return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if on else 0)
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self._selector.modify(proc.conn.fileno(), events, ("conn", key, proc))
 
     def _terminate(self, key: Hashable) -> None:
         proc = self._procs.get(key)
@@ -191,7 +206,7 @@ class ProcessMux:
                     return
             wait = self._kill_overdue()
             events = self._selector.select(min(wait, 0.05) if self._closing else wait)
-            for sel_key, _ in events:
+            for sel_key, mask in events:
                 if sel_key.data is None:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_r, 4096)
@@ -204,7 +219,10 @@ class ProcessMux:
                 elif kind == "report":
                     self._on_report(key, proc)
                 elif kind == "conn":
-                    self._read_conn(key, proc)
+                    if mask & selectors.EVENT_WRITE and not proc.flush():
+                        self._watch_writable(key, proc, on=False)
+                    if mask & selectors.EVENT_READ:
+                        self._read_conn(key, proc)
                 else:
                     self._on_exit(key, proc)
 
@@ -216,17 +234,25 @@ class ProcessMux:
             self._handler(MuxEvent("lines", key, lines=lines))
 
     def _read_conn(self, key: Hashable, proc: WorkerProcess) -> None:
-        assert proc.conn is not None
+        if proc.conn is None:
+            return
         try:
-            while proc.conn is not None and proc.conn.poll():
-                msg = proc.conn.recv()
-                if msg.get("type") == "started":
-                    proc.worker_pid = msg.get("pid")
-                    self._handler(MuxEvent("started", key, pid=proc.worker_pid))
-                    continue
-                self._report_lines(key, proc)  # what it printed before sending this
-                self._handler(MuxEvent("message", key, message=msg))
-        except (EOFError, OSError):
+            messages, eof = proc.read_messages()
+        except WireError as exc:  # not our protocol: the worker is broken, stop it
+            self._handler(MuxEvent("lines", key, lines=[f"[protocol error: {exc}; stopping]"]))
+            proc.close_conn()
+            proc.terminate()
+            return
+        if messages:
+            self._report_lines(key, proc)  # what it printed before sending these
+        for msg in messages:
+            if msg.get("type") == "started":
+                pid = msg.get("pid")
+                proc.worker_pid = pid if isinstance(pid, int) else None
+                self._handler(MuxEvent("started", key, pid=proc.worker_pid))
+                continue
+            self._handler(MuxEvent("message", key, message=msg))
+        if eof:
             if proc.pidfd is None:  # no pidfd (old kernel): the socket's end is all we get
                 self._on_exit(key, proc)
             else:  # the worker is gone; its keeper is cleaning up, and its pidfd will tell

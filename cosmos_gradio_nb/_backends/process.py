@@ -8,9 +8,19 @@ to fork the keeper (``keeper.py``), which outlives it long enough to stop
 anything the model started. Used by the local backend and, on each node, by
 the Ray backend's rank actors.
 
-Output is read in bounded bites and every line is cut at :data:`MAX_LINE_BYTES`,
-so a model printing a 200 MB tensor costs a few milliseconds and 64 KB, not a
-stalled engine and a gigabyte of memory.
+Nothing here blocks its owner's thread, whatever the worker does:
+
+- output is read in bounded bites and every line is cut at :data:`MAX_LINE_BYTES`,
+  so a model printing a 200 MB tensor costs a few milliseconds and 64 KB, not a
+  stalled engine and a gigabyte of memory;
+- messages are strict-JSON frames (``_core/wire.py``) read from the non-blocking
+  control socket the same way: at most :data:`READ_BYTES` per wake-up, a partial
+  frame kept until the rest arrives, so a worker stopped half-way through a
+  message (SIGSTOP, a frozen cgroup) stalls nobody;
+- a message to the worker is written at once if the socket takes it; what it
+  does not take (a large request to a worker that is not reading) waits in an
+  outbox that the owner's thread writes when the socket is writable again
+  (:meth:`WorkerProcess.flush`), so ``send`` never blocks a caller either.
 """
 
 from __future__ import annotations
@@ -24,15 +34,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from .._core.exceptions import CosmosGradioError
 from .._core.net import free_port
+from .._core.protocol import factory_to_wire
+from .._core.wire import FrameReader, WireError, encode
 
 __all__ = [
     "MAX_LINE_BYTES",
+    "WireError",
     "WorkerProcess",
     "free_port",
     "gpu_assignment",
@@ -43,7 +55,8 @@ __all__ = [
 
 MAX_LINE_BYTES = 64 * 1024  # longer lines are cut, and say so
 READ_BYTES = 1024 * 1024  # read at most this much per call: others get their turn
-_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+RECV_CHUNK = 64 * 1024  # the control socket is read in bites of this size
+_PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])  # the folder holding the package
 
 
 def signal_name(code: int | None) -> str | None:
@@ -167,18 +180,25 @@ class WorkerProcess:
     thread that started it, so that thread must live as long as the process).
     """
 
+    conn: socket.socket | None
+
     def __init__(self, prefix: str, on_close_fd: Callable[[int], None]) -> None:
         self.prefix = prefix
         self._on_close_fd = on_close_fd  # called just before a descriptor is closed
         self.proc: subprocess.Popen[bytes] | None = None
-        self.conn: Connection | None = None
+        self.conn = None  # the control socket, non-blocking
         self.out_fd: int | None = None
         self.pidfd: int | None = None
         self.worker_pid: int | None = None  # the model's process, below the keeper
         self.report_fd: int | None = None  # the keeper writes the worker's exit code here
         self.kill_at: float | None = None  # asked to stop: SIGKILL everything if not gone by then
         self._lines = _LineSplitter()
+        self._frames = FrameReader()
+        # Read into one buffer: recv(1 MB) would allocate (and shrink) a megabyte per message,
+        # which fragments the heap of an app that handles thousands of replies a second.
+        self._rbuf = bytearray(RECV_CHUNK)
         self._send_lock = threading.Lock()
+        self._outbox = bytearray()  # what the socket did not take yet (guarded by _send_lock)
 
     @property
     def alive(self) -> bool:
@@ -218,7 +238,8 @@ class WorkerProcess:
             os.close(report_w)
         self.report_fd = report_r
         self.proc = proc
-        self.conn = Connection(parent_sock.detach())
+        parent_sock.setblocking(False)
+        self.conn = parent_sock
         assert proc.stdout is not None
         self.out_fd = os.dup(proc.stdout.fileno())
         proc.stdout.close()
@@ -228,14 +249,68 @@ class WorkerProcess:
         except (AttributeError, OSError):
             self.pidfd = None  # old kernel: the control socket's EOF tells of the death
         self._lines = _LineSplitter()
-        self.send(init)
+        self._frames = FrameReader()
+        self.send({**init, "factory": factory_to_wire(init.get("factory") or {})})
 
-    def send(self, msg: dict[str, Any]) -> None:
-        """Send one message; OSError if the process is gone (from any thread)."""
+    def send(self, msg: dict[str, Any]) -> bool:
+        """Send one message without blocking (from any thread); OSError if the process is gone.
+
+        True when part of it waits in the outbox: the owner's thread must then
+        :meth:`flush` once the socket is writable.
+        """
+        data = encode(msg, check=False)  # the app's own messages: plain by construction
         with self._send_lock:
             if self.conn is None:
                 raise BrokenPipeError("the worker process is gone")
-            self.conn.send(msg)
+            if self._outbox:  # keep the order: behind what already waits
+                self._outbox += data
+                return True
+            try:
+                sent = self.conn.send(data)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(data):
+                self._outbox += data[sent:]
+                return True
+            return False
+
+    def flush(self) -> bool:
+        """Write what waits in the outbox (the socket is writable); True if some still waits."""
+        with self._send_lock:
+            while self._outbox and self.conn is not None:
+                try:
+                    sent = self.conn.send(self._outbox)
+                except BlockingIOError:
+                    return True
+                except OSError:
+                    self._outbox.clear()
+                    return False
+                del self._outbox[:sent]
+            return bool(self._outbox)
+
+    def read_messages(self, max_bytes: int = READ_BYTES) -> tuple[list[dict[str, Any]], bool]:
+        """Complete messages available now, reading at most ``max_bytes``; never blocks.
+
+        Returns ``(messages, eof)``; ``eof`` once the worker's end is closed. A garbled
+        frame raises :class:`WireError` (the worker is broken: its owner stops it).
+        """
+        if self.conn is None:
+            return [], True
+        out: list[dict[str, Any]] = []
+        budget = max_bytes
+        view = memoryview(self._rbuf)
+        while budget > 0:
+            try:
+                n = self.conn.recv_into(view, min(RECV_CHUNK, budget))
+            except BlockingIOError:
+                return out, False
+            except OSError:
+                return out, True
+            if not n:
+                return out, True
+            budget -= n
+            out += self._frames.feed(view[:n])
+        return out, False
 
     def handles(self) -> list[tuple[int, str]]:
         """(descriptor, kind) pairs to wait on: ``conn``, ``out`` and ``pid``."""
@@ -331,6 +406,7 @@ class WorkerProcess:
                 with contextlib.suppress(OSError):
                     self.conn.close()
             self.conn = None
+            self._outbox.clear()
 
     def release(self) -> None:
         """Close every descriptor and forget the process (after it was reaped)."""

@@ -11,10 +11,16 @@
      │    ├── WorkerCrashedError                      a worker process died mid-request
      │    ├── InferenceTimeoutError (also TimeoutError) a request ran past its timeout
      │    └── WorkerStartupError                      the factory failed or a worker died starting
-     └── AppClosedError                               the app was closed
+     ├── AppClosedError                               the app was closed
+     └── StopRequested                                raised *inside* infer: the caller asked to stop
 
 Catch by category: ``RequestRefusedError`` means fix the request (or wait) and
 send it again; ``WorkerError`` means the model or its process failed.
+``StopRequested`` is not an error the caller sees: ``report_progress`` raises it in
+the worker, inside ``infer``, once ``terminate()`` asked the request to stop; it
+unwinds the model and the request ends as cancelled (the caller's future raises
+``CancelledError``), with the worker still loaded. It is not a ``WorkerError``
+because nothing failed.
 
 Every exception pickles with its attributes, so it survives a trip through
 ``multiprocessing``, ``gradio_client`` or a notebook's ``pickle``.
@@ -33,6 +39,7 @@ __all__ = [
     "InferenceTimeoutError",
     "QueueFullError",
     "RequestRefusedError",
+    "StopRequested",
     "ValidationError",
     "WorkerCrashedError",
     "WorkerError",
@@ -166,3 +173,24 @@ class QueueFullError(RequestRefusedError):
 @public
 class AppClosedError(CosmosGradioError):
     """The app was closed: new requests are refused and pending ones fail with this."""
+
+
+@public
+class StopRequested(CosmosGradioError):
+    """Raised inside ``infer`` by ``report_progress`` once the request was asked to stop.
+
+    ``fut.terminate()`` (the page's Cancel, the widgets' Stop) sends the running
+    request a stop: from then on ``stop_requested()`` is True in the workers and
+    the next ``report_progress`` call raises this. Let it propagate out of
+    ``infer`` (or return early): the request ends as cancelled, its files are kept
+    as partial, and the worker stays loaded for the next request. A model that
+    neither reports progress nor checks ``stop_requested()`` is killed (and its
+    group restarted) after ``STOP_GRACE`` seconds instead.
+
+    Attributes
+    ----------
+    request_id:
+        The request being stopped.
+    """
+
+    request_id: str | None = None

@@ -11,6 +11,14 @@ listing is cached until the folder's modification time changes (adding or
 removing a request folder changes it). A folder whose ``status.json`` is
 missing, half-written or not an object is listed as ``broken`` with the reason;
 it never breaks the list.
+
+The app writes a request's ``status.json`` from the moment it is accepted
+(``queued``, then ``running``, then its outcome), but a queued or running
+record may follow the request folder by a few milliseconds (the app writes them
+behind, ``_engine/records.py``): a folder named less than :data:`RECORD_GRACE`
+seconds ago (its name starts with the time it was accepted) without its
+``status.json`` is a request that has just started, listed as ``running``, not
+as broken.
 """
 
 from __future__ import annotations
@@ -44,6 +52,8 @@ __all__ = [
 # <YYYYmmdd-HHMMSS>_<id>: what request_folder() makes (the id is 12 hex digits today).
 _RUN_NAME = re.compile(r"^(\d{8}-\d{6})_([0-9A-Za-z]{4,64})$")
 _MAX_STATUS_BYTES = 16 * 1024 * 1024  # a status.json larger than this is not parsed
+RECORD_GRACE = 60.0  # seconds a new request folder may wait for its status.json
+_MISSING = "no status.json (the app stopped before it was written)"
 
 
 @dataclass
@@ -138,7 +148,7 @@ def _read_status(path: Path) -> tuple[dict[str, Any] | None, str | None, int]:
     try:
         st = path.stat()
     except FileNotFoundError:
-        return None, "no status.json (still running, or stopped before it was written)", 0
+        return None, _MISSING, 0
     except OSError as exc:
         return None, f"status.json cannot be read ({exc.strerror or exc})", 0
     if st.st_size > _MAX_STATUS_BYTES:
@@ -165,6 +175,16 @@ def read_run(folder: str | os.PathLike[str]) -> RunRecord:
     stamp_time = _stamp_time(match.group(1)) if match else None
     fallback_id = match.group(2) if match else folder.name
     status, broken, mtime = _read_status(folder / STATUS_FILE)
+    just_made = stamp_time is not None and time.time() - stamp_time < RECORD_GRACE
+    if status is None and broken is _MISSING and just_made:
+        return RunRecord(  # just started: its record is on its way
+            name=folder.name,
+            folder=folder,
+            request_id=fallback_id,
+            state="running",
+            queued_at=stamp_time,
+            status={"state": "running", "note": "just started: its status.json is on its way"},
+        )
     if status is None:
         found = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
         return RunRecord(

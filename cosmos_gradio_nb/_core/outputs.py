@@ -1,14 +1,16 @@
 """Request folders, output file collection and ``status.json``.
 
-Used on both sides: the worker (rank 0) collects files and writes the final
-status of a request it ran; the parent writes it for requests that never
-finished on a worker (crash, timeout, cancel, close).
+The worker (rank 0) collects the files a request made (:func:`collect_files`)
+and sends them in its reply; the app alone writes ``status.json``
+(``_engine/records.py``): ``queued`` when a request is accepted, ``running``
+when it starts, and its outcome before its future completes. These functions
+build and write those records.
 """
 
 from __future__ import annotations
 
-import datetime
 import json
+import math
 import os
 import threading
 import time
@@ -18,8 +20,12 @@ from typing import Any
 from .filetypes import FileKind, kind_of
 
 __all__ = [
+    "PREVIEW_FILE",
+    "RESERVED_KEYS",
     "STATUS_FILE",
+    "base_status",
     "collect_files",
+    "finish_status",
     "folder_name",
     "iso_time",
     "new_request_id",
@@ -28,6 +34,8 @@ __all__ = [
 ]
 
 STATUS_FILE = "status.json"
+PREVIEW_FILE = "preview.jpg"  # the latest live preview of a running request (not an output)
+_TEMP_PREFIXES = (f".{STATUS_FILE}.", ".preview.")  # our atomic writes' temporary files
 # Keys of status.json that infer()'s returned dict may not overwrite.
 RESERVED_KEYS = frozenset(
     {
@@ -46,6 +54,9 @@ RESERVED_KEYS = frozenset(
         "duration",
         "files",
         "error",
+        "source",
+        "preview",
+        "stop",
     }
 )
 
@@ -113,7 +124,8 @@ def collect_files(output_dir: str, returned: dict[str, Any] | None = None) -> di
 
     Returns ``{"videos": [...], "images": [...], "other": [...]}`` of absolute
     paths: named files first in their order, then the folder's in sorted order,
-    each once; ``status.json`` itself is left out.
+    each once; ``status.json``, the live ``preview.jpg`` and the temporary files
+    of their atomic writes are left out.
     """
     seen: set[str] = set()
     ordered: list[str] = []
@@ -124,7 +136,9 @@ def collect_files(output_dir: str, returned: dict[str, Any] | None = None) -> di
     found: list[str] = []
     for root, _dirs, names in os.walk(output_dir):
         for name in names:
-            if root == output_dir and name == STATUS_FILE:
+            if root == output_dir and (
+                name in (STATUS_FILE, PREVIEW_FILE) or name.startswith(_TEMP_PREFIXES)
+            ):
                 continue
             found.append(os.path.abspath(os.path.join(root, name)))
     for path in sorted(found):
@@ -142,27 +156,42 @@ def collect_files(output_dir: str, returned: dict[str, Any] | None = None) -> di
 
 
 def iso_time(epoch: float | None) -> str | None:
-    """``2026-12-02T06:14:03.120+00:00``: an epoch time as ISO 8601 in UTC, for people and tools."""
+    """``2026-12-02T06:14:03.120+00:00``: an epoch time as ISO 8601 in UTC, for people and tools.
+
+    As ``datetime.isoformat(timespec="milliseconds")`` writes it (microseconds rounded, then
+    cut to milliseconds), without ``datetime``: the app writes several per request, and the
+    strings ``isoformat`` returned were seen to outlive their records (each pinned a megabyte
+    arena of the allocator: ``benchmarks/bench_engine.py``'s memory figure).
+    """
     if epoch is None:
         return None
-    stamp = datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc)
-    return stamp.isoformat(timespec="milliseconds")
+    frac, whole = math.modf(epoch)  # as datetime.fromtimestamp rounds
+    micro = round(frac * 1e6)
+    seconds = int(whole) + (micro >= 1_000_000) - (micro < 0)
+    micro %= 1_000_000
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{stamp}.{micro // 1000:03d}+00:00"
+
+
+# One encoder, made once: json.dumps(..., allow_nan=False) builds a new one per call.
+_STRICT_JSON = json.JSONEncoder(allow_nan=False)
 
 
 def write_status(output_dir: str, status: dict[str, Any]) -> None:
-    """Write ``status.json`` atomically (a reader never sees half a file)."""
+    """Write ``status.json`` atomically (a reader never sees half a file).
+
+    Strict JSON (no NaN or Infinity, which browsers' JSON.parse refuses); the worker
+    has already refused a returned value strict JSON cannot hold (``wire.find_bad``).
+    """
     path = os.path.join(output_dir, STATUS_FILE)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    # Compact JSON through the C encoder and one write: this runs once per request
-    # on the path back to the caller.
-    # Strict JSON (no NaN or Infinity, which browsers' JSON.parse refuses); the worker
-    # has already refused a returned value JSON cannot hold, so this cannot fail there.
-    data = json.dumps(status, allow_nan=False).encode()
+    tmp = os.path.join(output_dir, f".{STATUS_FILE}.{os.getpid()}.{threading.get_ident()}.tmp")
+    # Compact JSON through the C encoder and one write: this runs for every request.
+    data = _STRICT_JSON.encode(status).encode()
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     try:
         fd = os.open(tmp, flags, 0o644)
-    except FileNotFoundError:  # no folder yet (the request never reached a worker): make it
-        os.makedirs(output_dir, exist_ok=True)  # (not first: a failing mkdir a request)
+    except FileNotFoundError:  # the folder is made on first use
+        os.makedirs(output_dir, exist_ok=True)
         fd = os.open(tmp, flags, 0o644)
     try:
         os.write(fd, data)
@@ -180,12 +209,19 @@ def base_status(
     queued_at: float,
     started_at: float | None,
     group: int | None,
+    state: str = "running",
+    source: str = "python",
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The fields every status.json has, before the outcome is known."""
-    return {
+    """The fields every status.json has, before the outcome is known.
+
+    ``source`` says who submitted it (``python``, ``page``, ``api``); ``extra`` are
+    the app's static keys (``provenance``), added after the standard ones.
+    """
+    status: dict[str, Any] = {
         "id": request_id,
         "model_name": model_name,
-        "state": "running",
+        "state": state,
         "params": params,
         "output_dir": output_dir,
         "group": group,
@@ -198,7 +234,11 @@ def base_status(
         "duration": None,
         "files": {"videos": [], "images": [], "other": []},
         "error": None,
+        "source": source,
     }
+    for key, value in (extra or {}).items():
+        status.setdefault(key, value)
+    return status
 
 
 def finish_status(
@@ -208,23 +248,33 @@ def finish_status(
     returned: dict[str, Any] | None = None,
     error: dict[str, Any] | None = None,
     collect: bool = True,
+    files: dict[str, list[str]] | None = None,
+    finished_at: float | None = None,
+    reserved: frozenset[str] = RESERVED_KEYS,
 ) -> dict[str, Any]:
     """Fill in the outcome: state, finish time, files, error and ``infer``'s returned keys.
 
     Only a request that ``succeeded`` lists videos and images. The files of a stopped
     or failed one go under ``files["partial"]``: a run killed mid-write leaves a
     ``video.mp4`` no decoder opens, and nothing may offer that as playable.
+    ``files`` are the files the worker found (else they are collected here, when
+    ``collect``); ``returned`` keys in ``reserved`` are not merged.
     """
-    now = time.time()
+    now = time.time() if finished_at is None else finished_at
     status["state"] = state
     status["finished_at"] = now
     status["finished_at_iso"] = iso_time(now)
-    status.setdefault("queued_at_iso", iso_time(status.get("queued_at")))
-    status["started_at_iso"] = iso_time(status.get("started_at"))
+    if "queued_at_iso" not in status:
+        status["queued_at_iso"] = iso_time(status.get("queued_at"))
+    if not status.get("started_at_iso"):
+        status["started_at_iso"] = iso_time(status.get("started_at"))
     if status.get("started_at"):
         status["duration"] = now - status["started_at"]
-    if collect and os.path.isdir(status["output_dir"]):
+    found = files
+    if found is None and collect and os.path.isdir(status["output_dir"]):
         found = collect_files(status["output_dir"], returned)
+    if found is not None:
+        found = {k: list(found.get(k) or []) for k in ("videos", "images", "other")}
         if state == "succeeded":
             status["files"] = found
         else:
@@ -232,6 +282,6 @@ def finish_status(
             status["files"] = {"videos": [], "images": [], "other": [], "partial": partial}
     status["error"] = error
     for key, value in (returned or {}).items():
-        if key not in RESERVED_KEYS:
+        if key not in reserved:
             status[key] = value
     return status

@@ -72,6 +72,8 @@ GROUP_STATES: dict[str, StateStyle] = {
     "restarting": StateStyle("restarting", "#a16207"),
     "failed": StateStyle("failed", "#b91c1c"),
     "stopped": StateStyle("stopped", "#6b7280"),
+    # restarted after it missed a health check (HEALTH_TIMEOUT), until it is ready again
+    "unresponsive": StateStyle("not answering: restarting", "#b91c1c"),
 }
 
 

@@ -78,6 +78,20 @@ class DeploymentEnv(BaseSettings):
         "Seconds a model group may take to load before it fails with WorkerStartupError.",
         gt=0,
     )
+    stop_grace: float = _setting(
+        10.0,
+        "Seconds a running request asked to stop (terminate, Cancel) may take to stop on its "
+        "own before its worker group is killed and restarted.",
+        ge=0,
+    )
+    health_interval: float = _setting(
+        30.0, "Seconds between health checks (a ping) of each idle worker group.", gt=0
+    )
+    health_timeout: float = _setting(
+        10.0,
+        "Seconds a worker group has to answer a health check before it is restarted.",
+        gt=0,
+    )
     # -- where the workers run -------------------------------------------------------------
     backend: Backend = _setting("local", "Where workers run: local subprocesses, or Ray actors.")
     ray_address: str | None = _setting(

@@ -16,7 +16,7 @@ Contract for a backend
 - Every event names the group *and* its incarnation (a number the pool bumps on
   each start), so an event about a process that was already replaced is
   recognised as stale and dropped.
-- Per incarnation: any number of ``Output``/``Progress``/``Reply`` events, one
+- Per incarnation: any number of ``Output``/``Progress``/``Reply``/``Pong`` events, one
   ``Ready`` per rank or a ``StartFailed``/``Died``, and finally exactly one
   ``Gone`` once every rank is released (stopped, or dead on its own). Only
   after ``Gone`` may the pool start the group again, so a GPU is never held by
@@ -41,6 +41,7 @@ __all__ = [
     "Gone",
     "GroupSpec",
     "Output",
+    "Pong",
     "Progress",
     "RankInfo",
     "Ready",
@@ -107,6 +108,18 @@ class Progress:
     request_id: str
     fraction: float | None
     message: str
+    preview: str | None = None
+    """The path of the request's new ``preview.jpg``, when this report brought one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """A rank answered the health check ``n`` (its control thread reads its socket)."""
+
+    group: int
+    incarnation: int
+    rank: int
+    n: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +134,7 @@ class Output:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """A rank finished a request: ``msg`` is its ``done`` or ``error`` message."""
+    """A rank finished a request: ``msg`` is its ``done``, ``error`` or ``stopped`` message."""
 
     group: int
     incarnation: int
@@ -158,7 +171,7 @@ class BackendBroken:
     message: str
 
 
-Event = Ready | StartFailed | Progress | Output | Reply | Died | Gone | BackendBroken
+Event = Ready | StartFailed | Progress | Pong | Output | Reply | Died | Gone | BackendBroken
 Emit = Callable[[Event], None]
 
 
@@ -172,9 +185,14 @@ def message_event(group: int, incarnation: int, rank: int, msg: dict[str, Any]) 
         return StartFailed(group, incarnation, rank, summary, str(msg.get("traceback", "")))
     if kind == "progress":
         fraction, text = msg.get("fraction"), str(msg.get("message", ""))
-        return Progress(group, incarnation, str(msg.get("id")), fraction, text)
-    if kind in ("done", "error"):
+        preview = msg.get("preview")
+        preview = preview if isinstance(preview, str) else None
+        return Progress(group, incarnation, str(msg.get("id")), fraction, text, preview)
+    if kind in ("done", "error", "stopped"):
         return Reply(group, incarnation, rank, msg)
+    if kind == "pong":
+        n = msg.get("n")
+        return Pong(group, incarnation, rank, n) if isinstance(n, int) else None
     return None
 
 

@@ -14,6 +14,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .._core.protocol import FactorySpec
 
@@ -52,3 +53,11 @@ class EngineConfig:
     """The workers' ``sys.path`` (so they import what the caller could)."""
     retry_after: float = 60.0
     """Seconds before a given-up group is tried again (doubling, at most ten times that)."""
+    stop_grace: float = 10.0
+    """Seconds a request asked to stop may take before its group is killed and restarted."""
+    health_interval: float = 30.0
+    """Seconds between health pings of an idle group."""
+    health_timeout: float = 10.0
+    """Seconds a pinged group has to answer before it is restarted."""
+    status_extra: dict[str, Any] = field(default_factory=dict)
+    """Static keys added to every status.json (the app's ``provenance``)."""

@@ -1,26 +1,29 @@
-"""What the pool does after deciding, outside its lock: complete futures, write records, log.
+"""What the pool does after deciding, outside its lock: records, futures, progress, log lines.
 
 The pool decides under its lock, and must never hold it while a future's
 waiters wake, a status.json is written or the log file is appended to: those
-touch other threads and the disk. So every decision queues its effects here, in
-order, and whichever thread made it runs them (:meth:`Effects.flush`) once it
-has released the lock. Effects decided together run together, in the order
-they were decided: a request's status.json is on disk before its future
-completes.
+touch other threads and the disk. So every decision queues its effects:
+
+- a request's *outcome*: its final status.json is written (``records.py``) and
+  only then its future completed; the first outcome decided for a request is
+  the only one (:meth:`Effects.finish`);
+- progress reports and log lines.
+
+They are queued here, in order, and whichever thread made the decision runs
+them (:meth:`Effects.flush`) once it has released the lock.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from .._core.outputs import base_status, finish_status, write_status
+from .._core.exceptions import InferenceError
 from .logfile import LogFile
-from .request import Request, err_dict, failer
+from .records import Final, StatusWriter
+from .request import Request, build_result, err_dict, failer, resolver
 
 __all__ = ["Effects"]
 
@@ -30,10 +33,10 @@ logger = logging.getLogger("cosmos_gradio_nb")
 class Effects:
     """The pool's queue of effects; every method but :meth:`flush` is called under ``lock``."""
 
-    def __init__(self, lock: threading.Lock, log: LogFile, model_name: str) -> None:
+    def __init__(self, lock: Any, log: LogFile, writer: StatusWriter) -> None:
         self._lock = lock
         self.log_file = log
-        self._model_name = model_name
+        self.writer = writer
         self._calls: list[Callable[[], None]] = []
         self._lines: list[str] = []
 
@@ -42,7 +45,7 @@ class Effects:
         return bool(self._calls or self._lines)
 
     def call(self, fn: Callable[[], None]) -> None:
-        """Run ``fn()`` after the lock is released (completing a future, say)."""
+        """Run ``fn()`` after the lock is released (a progress report, say)."""
         self._calls.append(fn)
 
     def lines(self, lines: list[str]) -> None:
@@ -54,28 +57,61 @@ class Effects:
         self._lines.append(f"{time.strftime('%H:%M:%S')} [app] {text}")
         logger.info(text)
 
+    # -- outcomes -----------------------------------------------------------------------------
+    def finish(
+        self,
+        request: Request,
+        state: str,
+        *,
+        error: dict[str, Any] | None = None,
+        exc: BaseException | None = None,
+        reply: dict[str, Any] | None = None,
+        how: str | None = None,
+        complete: bool = True,
+    ) -> bool:
+        """Decide ``request``'s outcome, unless one was decided already; True if this one won.
+
+        Its status.json is written, then its future completed (``complete``): with
+        the result built from rank 0's ``reply``, with ``exc``, or cancelled. Once
+        the request was asked to stop, whatever ends it ends it as ``cancelled``.
+        """
+        if request.outcome is not None:
+            return False
+        stop = None
+        if request.stopping:
+            if state != "cancelled":
+                why = error.get("message") if error else state
+                self.app_line(f"request {request.id} ended while stopping ({why}): cancelled")
+            state, error, exc = "cancelled", None, None
+            how = how or "restarted"
+        if state == "cancelled":
+            stop = {"how": how or "dequeued", "requested_at": request.stop_requested_at}
+        request.outcome = state
+        then = self._completion(request, state, exc) if complete else None
+        final = Final(state, error, reply, stop, then)
+        self.writer.finish(request)
+        # Written by whichever thread flushes these effects, then the future completes.
+        self._calls.append(lambda: self.writer.write_final(request, final))
+        return True
+
     def record(self, request: Request, state: str, error: dict[str, Any] | None) -> None:
-        """Write the status.json of a request that did not finish on a worker."""
-        status = base_status(
-            request_id=request.id,
-            model_name=self._model_name,
-            params=request.params,
-            output_dir=request.output_dir,
-            queued_at=request.queued_at,
-            started_at=request.started_at,
-            group=request.group,
-        )
-
-        def write() -> None:
-            with contextlib.suppress(OSError):
-                write_status(request.output_dir, finish_status(status, state, error=error))
-
-        self._calls.append(write)
+        """Decide an outcome whose future is already settled (or settled elsewhere)."""
+        self.finish(request, state, error=error, complete=False)
 
     def fail(self, request: Request, error: BaseException) -> None:
-        """Write ``request``'s status.json as failed with ``error``, then fail its future."""
-        self.record(request, "failed", err_dict(error))
-        self.call(failer(request.future, error))
+        """Fail ``request`` with ``error``: its status.json says so, then its future raises it."""
+        self.finish(request, "failed", error=err_dict(error), exc=error)
+
+    @staticmethod
+    def _completion(
+        request: Request, state: str, exc: BaseException | None
+    ) -> Callable[[dict[str, Any]], None]:
+        future = request.future
+        if state == "succeeded":
+            return lambda status: resolver(future, build_result(request, status))()
+        if state == "failed":
+            return failer(future, exc or InferenceError(f"request {request.id} failed"))
+        return lambda _status: future._force_cancel()
 
     def flush(self) -> None:
         """Run what is queued, in order (call without the lock)."""

@@ -8,6 +8,7 @@ and what the engine did about it.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any, TypeVar
 
 from .._core.exceptions import (
@@ -20,7 +21,15 @@ from .backend import Died
 from .groups import Group
 from .request import Request
 
-__all__ = ["crashed", "fresh", "inference_failed", "start_failed", "timed_out"]
+__all__ = [
+    "crashed",
+    "fresh",
+    "inference_failed",
+    "lost_peer",
+    "start_failed",
+    "timed_out",
+    "unresponsive",
+]
 
 E = TypeVar("E", bound=BaseException)
 
@@ -86,3 +95,36 @@ def fresh(error: E) -> E:
         return error.with_traceback(None)
     new.__traceback__ = None
     return new
+
+
+def unresponsive(
+    group: Group, request: Request, silent: list[int], timeout: float
+) -> WorkerCrashedError:
+    """``group`` got ``request`` while a health check was out, and did not answer it."""
+    ranks = ", ".join(str(r) for r in silent)
+    return WorkerCrashedError(
+        f"worker group {group.index} (rank {ranks}) did not answer a health check within "
+        f"{timeout:g} s while running request {request.id} (stopped or deadlocked); the group "
+        "is being restarted and queued requests will run after it",
+        request_id=request.id,
+        group=group.index,
+        rank=silent[0] if silent else None,
+    )
+
+
+_LOST_PEER = re.compile(
+    r"connection (closed|reset|refused)|broken pipe|by peer|ECONNRESET|EPIPE|"
+    r"DistBackendError|ProcessGroup|NCCL|gloo|socket",
+    re.IGNORECASE,
+)
+
+
+def lost_peer(msg: dict[str, Any]) -> bool:
+    """Whether an error reply looks like the rank lost a peer (a collective's connection broke).
+
+    Such an error is usually the *echo* of another rank's death: the pool holds it
+    briefly (``deadlines.HOLD_S``) so that the death, the cause, is what the request
+    fails with.
+    """
+    text = f"{msg.get('error_type', '')}: {msg.get('message', '')}"
+    return bool(_LOST_PEER.search(text))

@@ -38,7 +38,9 @@ class InferenceFuture(concurrent.futures.Future):  # type: ignore[type-arg]
 
     ``cancel()`` keeps its standard meaning: it removes a queued request and
     returns True, and returns False once the request runs. ``terminate()``
-    also stops a running request, by restarting only its worker group.
+    also stops a running request: it asks the model to stop first (the worker
+    stays loaded) and restarts only its worker group if the model has not
+    stopped within ``STOP_GRACE`` seconds.
     """
 
     def __init__(self, request: Request) -> None:
@@ -48,6 +50,9 @@ class InferenceFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         """Fraction done (0..1) as reported by the model, or None before any report."""
         self.progress_message: str = ""
         """The model's last progress message (a tqdm bar's description, say)."""
+        self.preview: str | None = None
+        """Path of the latest live preview (the request folder's ``preview.jpg``), or None
+        before the model sent one (``report_progress(..., preview=image)``)."""
         self._progress_callbacks: ProgressCallbacks | None = None
 
     # -- identity and state -------------------------------------------------------------
@@ -104,16 +109,26 @@ class InferenceFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         return True
 
     def terminate(self) -> bool:
-        """Stop the request whether queued or running; True if it was stopped.
+        """Stop the request whether queued or running; True once it is stopped (cancelled).
 
-        A running request is stopped by killing and restarting its worker group
-        (other groups keep serving); the future then reads as cancelled.
+        A queued request is removed at once. A running one is asked to stop: in the
+        workers ``stop_requested()`` becomes True and the model's next
+        ``report_progress`` raises ``StopRequested``; a model that stops so ends the
+        request with its worker still loaded, its files kept as partial. One that
+        has not stopped within ``STOP_GRACE`` seconds has its worker group killed and
+        restarted (other groups keep serving). This call returns when the request
+        has ended either way; the future then reads as cancelled, and its
+        status.json says how it was stopped (``status["stop"]["how"]``:
+        ``cooperative`` or ``restarted``).
         """
         if self.cancel():
             return True
         if self.done():
             return False
-        return self._request.pool.terminate(self._request)
+        if not self._request.pool.terminate(self._request):
+            return self.cancelled()
+        concurrent.futures.wait([self])
+        return self.cancelled()
 
     def add_progress_callback(self, fn: Callable[[InferenceFuture], None]) -> None:
         """Call ``fn(future)`` after progress reports, then read ``progress``.
@@ -141,9 +156,13 @@ class InferenceFuture(concurrent.futures.Future):  # type: ignore[type-arg]
             if self._state == RUNNING:
                 self._state = PENDING
 
-    def _set_progress(self, fraction: float | None, message: str) -> None:
+    def _set_progress(
+        self, fraction: float | None, message: str, preview: str | None = None
+    ) -> None:
         self.progress = fraction
         self.progress_message = message
+        if preview is not None:
+            self.preview = preview
         if self._progress_callbacks is not None:
             self._progress_callbacks.notify(self)
 

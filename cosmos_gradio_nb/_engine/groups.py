@@ -10,6 +10,10 @@ refuses anything else, so the lifecycle can be read here in one screen::
     STOPPING --every rank gone--> RESTARTING (backoff) --> STARTING
                                \\-> FAILED (given up; retried later) --> STARTING
                                \\-> STOPPED (the app is closing; final)
+
+Entering STOPPING ends whatever the pool was watching on the group's processes
+(a health check, a stop's grace, a held error): those concern an incarnation
+that is going away.
 """
 
 from __future__ import annotations
@@ -79,6 +83,18 @@ class Group:
     restart_at: float | None = None
     start_deadline: float | None = None
     peer_deadline: float | None = None
+    hold_deadline: float | None = None
+    """A peer's error reply is held until then, in case a rank's death is on its way."""
+    stop_deadline: float | None = None
+    """The running request was asked to stop: its group is killed if still busy then."""
+    health_at: float | None = None
+    """When an IDLE group is pinged next."""
+    ping_deadline: float | None = None
+    """A ping is out: every rank must answer by then, or the group is restarted."""
+    ping_n: int = 0
+    pongs: set[int] = field(default_factory=set)
+    unresponsive: bool = False
+    """Restarted because it missed a health check; cleared when it is ready again."""
     last_used: int = 0
     error: WorkerStartupError | None = None
     """Why the group was given up (None while it may still serve)."""
@@ -104,6 +120,10 @@ def move(group: Group, new: GroupState) -> None:
             f"group {group.index}: {group.state.value} -> {new.value} is not an allowed transition"
         )
     group.state = new
+    if new is S.STOPPING:
+        group.hold_deadline = group.stop_deadline = None
+        group.health_at = group.ping_deadline = None
+        group.pongs.clear()
 
 
 class IdleFirst:

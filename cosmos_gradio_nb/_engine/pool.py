@@ -15,21 +15,30 @@ restart and the retry of a group given up.
 
 A *group* is ``GPUS_PER_MODEL`` ranks forming one torch.distributed job. Every
 rank receives each request; rank 0's reply is the result, any rank's failure
-fails it. A group whose process dies, hangs past its timeout or is terminated is
-stopped whole and restarted with backoff; its request fails with a reason,
-queued requests wait for the next free group. Only consecutive failed *starts*
-count toward giving a group up, and a given-up group is retried later, so a
-transient fault never needs a new app. Every accepted request ends with a
-status.json in its folder, whichever way it ended.
+fails it at once. A group whose process dies, hangs past its timeout or misses
+a health check is stopped whole and restarted with backoff; its request fails
+with a reason, queued requests wait for the next free group. Only consecutive
+failed *starts* count toward giving a group up, and a given-up group is retried
+later, so a transient fault never needs a new app.
 
-The engine is one state machine behind this pool's one lock, written in four
-parts so that each reads on its own:
+Every accepted request has a status.json from the moment it is accepted
+(``queued``), updated when it starts (``running``) and when it ends, written by
+the app alone (``records.py``): the first outcome decided for a request is the
+only one, and its record is on disk before its future completes.
 
-- ``pool.py`` (here): the public calls, the queue, the backend's events, the
-  dispatch of queued requests to idle groups, and a request's own outcomes
-  (its result, its error reply, its cancellation);
+Stopping a running request (:meth:`WorkerPool.terminate`) asks the model first
+and restarts its group only if it has not stopped within ``STOP_GRACE``.
+
+The engine is one state machine behind this pool's one lock, written in parts
+that each read on their own:
+
+- ``pool.py`` (here): the public calls, the queue, the backend's events and
+  the dispatch of queued requests to idle groups;
+- ``replies.py``: a running request's own ending (its ranks' replies, a peer's
+  error held while a death may be on its way, a stop asked for);
 - ``supervisor.py``: each group's lifecycle (launch, crash, restart with
   backoff, give up and retry, stop, close) and what a passed deadline does;
+- ``health.py``: pings of idle groups, and the restart of one that is silent;
 - ``deadlines.py``: which deadline is due and when the timer wakes next, as
   pure functions of the deadlines and a given time, tested without threads;
 - ``timer.py``: the one thread that sleeps until the next deadline and hands
@@ -37,7 +46,8 @@ parts so that each reads on its own:
 
 Every one of them runs under the lock (the supervisor and the timer's checks
 are called with it held); what must happen outside it is queued in
-``effects.py``. User callbacks never run on these threads (see ``callbacks.py``).
+``effects.py`` (records go to the status writer). User callbacks never run on
+these threads (see ``callbacks.py``).
 """
 
 from __future__ import annotations
@@ -48,14 +58,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from .._core.exceptions import (
     AppClosedError,
     CosmosGradioError,
     QueueFullError,
 )
-from . import deadlines, failures
+from . import failures
 from .backend import (
     BackendBroken,
     Died,
@@ -63,6 +72,7 @@ from .backend import (
     Event,
     Gone,
     Output,
+    Pong,
     Progress,
     Ready,
     Reply,
@@ -71,17 +81,14 @@ from .backend import (
     WorkerBackend,
 )
 from .config import EngineConfig
+from .deadlines import Due
 from .effects import Effects
 from .groups import AfterStop, Group, GroupState, IdleFirst, move
+from .health import Health
 from .logfile import LogFile
-from .request import (
-    Request,
-    WorkerInfo,
-    build_result,
-    err_dict_from_reply,
-    failer,
-    resolver,
-)
+from .records import StatusWriter
+from .replies import Replies
+from .request import Request, RequestInfo, WorkerInfo, request_info
 from .supervisor import Supervisor
 from .timer import Timer
 
@@ -106,22 +113,49 @@ class WorkerPool:
         log = LogFile(
             config.log_file, config.log_max_bytes, config.log_backups, echo=config.echo_logs
         )
-        self._effects = Effects(self._lock, log, config.model_name)
+        self._writer = StatusWriter(
+            config.model_name,
+            config.status_extra,
+            name=f"cosmos-gradio-status-{id(self):x}",
+            # read without the lock: a hint of whether replies are coming in
+            contended=lambda: any(g.state is S.BUSY for g in self._groups),
+        )
+        self._effects = Effects(self._lock, log, self._writer)
         # The timer asks the supervisor, which is made next (it needs the timer) ...
         self._timer = Timer(
             self._lock,
             self._groups,
             self._effects,
             closing=lambda: self._supervisor.closing,
-            on_due=lambda group, what: self._supervisor.deadline_passed(group, what),
+            on_due=self._deadline_passed,
             on_close_overdue=lambda: self._supervisor.kill_stopping(),
             name=f"cosmos-gradio-timer-{id(self):x}",
         )
         self._supervisor = Supervisor(
             config, self._groups, self._effects, self._timer, fail_pending=self._fail_pending_locked
         )
+        self._health = Health(
+            interval=config.health_interval,
+            timeout=config.health_timeout,
+            timer=self._timer,
+            effects=self._effects,
+            backend=lambda: self.backend,
+            stop=lambda group, then: self._supervisor.stop(group, then),
+        )
+        self._replies = Replies(
+            stop_grace=config.stop_grace,
+            effects=self._effects,
+            timer=self._timer,
+            backend=lambda: self.backend,
+            stop_group=lambda group, then: self._supervisor.stop(group, then),
+            freed=self._freed,
+        )
         # ... and the backend needs the pool's event handler before the supervisor can have it.
-        self.backend = backend(self._emit)  # connects (to Ray, say) but starts no worker yet
+        try:
+            self.backend = backend(self._emit)  # connects (to Ray, say) but starts no worker yet
+        except BaseException:
+            self._writer.close()
+            raise
         self._supervisor.backend = self.backend
 
     def start(self) -> None:
@@ -137,6 +171,7 @@ class WorkerPool:
         with self._lock:
             self._admit_locked(1)
             self._pending.append(request)
+            self._writer.accepted(request)
             self._dispatch_locked()
         self._effects.flush()
 
@@ -146,6 +181,8 @@ class WorkerPool:
         with self._lock:
             self._admit_locked(len(requests))
             self._pending.extend(requests)
+            for request in requests:
+                self._writer.accepted(request)
             self._dispatch_locked()
         self._effects.flush()
 
@@ -162,6 +199,20 @@ class WorkerPool:
                 f"{queued} requests are already queued (max_queue_size={limit}){more}; "
                 "wait for some to finish or raise max_queue_size"
             )
+
+    def requests(self) -> list[RequestInfo]:
+        """Every running request (oldest first), then every queued one in queue order."""
+        with self._lock:
+            # (a request already failed may keep its group busy while its peers finish: not listed)
+            running = [g.request for g in self._groups if g.request and g.request.outcome is None]
+            running.sort(key=lambda r: r.started_at or 0.0)
+            out = [request_info(r, None) for r in running]
+            position = 0
+            for queued in self._pending:
+                if not queued.future.cancelled():
+                    out.append(request_info(queued, position))
+                    position += 1
+        return out
 
     def queue_position(self, request: Request) -> int | None:
         with self._lock:
@@ -187,17 +238,16 @@ class WorkerPool:
         self._effects.flush()
 
     def terminate(self, request: Request) -> bool:
-        """Stop a running request by stopping its group, which then restarts."""
+        """Ask a running request to stop (returns at once; its future is cancelled when it ends).
+
+        The ranks get a ``stop``; a group still running it ``STOP_GRACE`` seconds
+        later is killed and restarted. False if the request is not running.
+        """
         with self._lock:
             group = next((g for g in self._groups if g.request is request), None)
             if group is None:
                 return False
-            self._effects.record(request, "cancelled", None)
-            self._effects.app_line(
-                f"request {request.id} terminated: restarting group {group.index}"
-            )
-            self._supervisor.stop(group, AfterStop.RESTART)
-            self._effects.call(request.future._force_cancel)
+            self._replies.stop(group, request)
         self._effects.flush()
         return True
 
@@ -228,7 +278,7 @@ class WorkerPool:
 
     def workers(self) -> list[WorkerInfo]:
         with self._lock:
-            snapshot = [(g.index, g.state.value, g.request, g.restarts) for g in self._groups]
+            snapshot = [(g.index, _shown_state(g), g.request, g.restarts) for g in self._groups]
         return [
             WorkerInfo.of(index, state, request, restarts, rank)
             for index, state, request, restarts in snapshot
@@ -257,6 +307,7 @@ class WorkerPool:
             self._timer.shut_down()
         self._timer.join(5.0)
         self._effects.flush()
+        self._writer.close()
         self._effects.log_file.close()
 
     # ------------------------------------------------------------------ events (backend threads)
@@ -279,8 +330,10 @@ class WorkerPool:
             self._on_output(group, event)
         elif isinstance(event, Progress):
             self._on_progress(group, event)
+        elif isinstance(event, Pong):
+            self._health.pong(group, event)
         elif isinstance(event, Reply):
-            self._on_reply(group, event.rank, event.msg)
+            self._replies.reply(group, event.rank, event.msg)
         elif isinstance(event, Ready):
             self._on_ready(group, event.rank)
         elif isinstance(event, StartFailed):
@@ -303,45 +356,41 @@ class WorkerPool:
     def _on_progress(self, group: Group, event: Progress) -> None:
         request = group.request
         if request is not None and request.id == event.request_id:
-            fut, fraction, message = request.future, event.fraction, event.message
-            self._effects.call(lambda: fut._set_progress(fraction, message))
+            fut, fraction, message, preview = (
+                request.future,
+                event.fraction,
+                event.message,
+                event.preview,
+            )
+            request.progress, request.message = fraction, message
+            if preview is not None:
+                request.preview = preview
+            self._effects.call(lambda: fut._set_progress(fraction, message, preview))
 
     def _on_ready(self, group: Group, rank: int) -> None:
         group.ready_ranks.add(rank)
         if group.state is not S.STARTING or len(group.ready_ranks) < group.size:
             return
         self._supervisor.group_ready(group)
+        self._freed(group)
+
+    def _freed(self, group: Group) -> None:
+        """``group`` is IDLE again (ready, or its request ended): watch it, give it work."""
+        self._health.idle(group)
         self._dispatch_locked()
 
-    def _on_reply(self, group: Group, rank: int, msg: dict[str, Any]) -> None:
-        request = group.request
-        if request is None or msg.get("id") != request.id:
-            return  # a late reply for a request already failed or terminated
-        request.replies[rank] = msg
-        if msg.get("type") == "error" and not request.failed:
-            request.failed = True
-            error = failures.inference_failed(group, rank, request, msg)
-            self._effects.call(failer(request.future, error))
-            if len(request.replies) < group.size:
-                self._timer.set_deadline(group, "peer_deadline", deadlines.PEER_GRACE)
-        if len(request.replies) == group.size:
-            self._finish_locked(group)
-
-    def _finish_locked(self, group: Group) -> None:
-        """Every rank replied: complete the request and free the group."""
-        request = group.request
-        assert request is not None
-        group.request = None
-        group.peer_deadline = None
-        move(group, S.IDLE)
-        if not request.failed:
-            status = request.replies[0].get("status") or {}
-            self._effects.call(resolver(request.future, build_result(request, status)))
-        elif group.size > 1:
-            # A peer failed: rank 0 may have written "succeeded"; the failure wins.
-            error = next(r for r in request.replies.values() if r["type"] == "error")
-            self._effects.record(request, "failed", err_dict_from_reply(error))
-        self._dispatch_locked()
+    # ------------------------------------------------------------------ deadlines (timer thread)
+    def _deadline_passed(self, group: Group, what: Due) -> None:
+        if what is Due.STOP_GRACE:
+            self._replies.stop_overdue(group)
+        elif what is Due.HELD_ERROR:
+            self._replies.held_due(group)
+        elif what is Due.HEALTH_PING:
+            self._health.ping(group)
+        elif what is Due.HEALTH_MISSED:
+            self._health.missed(group)
+        else:
+            self._supervisor.deadline_passed(group, what)
 
     def _broken_locked(self, message: str) -> None:
         logger.error("cosmos_gradio_nb: %s", message)
@@ -379,6 +428,7 @@ class WorkerPool:
                 self._pending.appendleft(request)
                 self._supervisor.stop(group, AfterStop.RESTART)
                 continue
+            self._writer.started(request)
             if request.timeout is not None:
                 request.deadline = time.monotonic() + request.timeout
                 self._timer.wake_for(request.deadline)
@@ -397,3 +447,10 @@ class WorkerPool:
             if group.request is not None:
                 self._effects.fail(group.request, error)
                 group.request = None
+
+
+def _shown_state(group: Group) -> str:
+    """A group's state for displays: ``unresponsive`` while restarting after a missed ping."""
+    if group.unresponsive and group.state in (S.STOPPING, S.RESTARTING, S.STARTING):
+        return "unresponsive"
+    return group.state.value

@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import InvalidStateError
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
+from .._core.exceptions import ValidationError
 from .._core.outputs import folder_name, new_request_id
 from .._core.public import public
 from .._core.result import InferenceResult
 from .backend import RankInfo
 from .future import InferenceFuture
 
-__all__ = ["Request", "RequestOwner", "WorkerInfo", "build_result", "new_request"]
+__all__ = [
+    "Request",
+    "RequestInfo",
+    "RequestOwner",
+    "WorkerInfo",
+    "build_result",
+    "new_request",
+]
 
+_STRICT_JSON = json.JSONEncoder(allow_nan=False)  # made once (json.dumps(allow_nan=) is not)
 MAX_LOG_LINES = 10_000  # a request's ``log`` keeps at most this many lines...
 MAX_LOG_BYTES = 4 * 1024 * 1024  # ...and this many bytes; LOG_FILE has everything
 
@@ -35,11 +46,11 @@ class RequestOwner(Protocol):
         ...
 
     def terminate(self, request: Request) -> bool:
-        """Stop ``request`` while it runs; False if it is not running."""
+        """Ask ``request`` to stop while it runs (cooperatively first); False if it is not running."""
         ...
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # thousands may wait: no __dict__ each
 class Request:
     """One request as the pool tracks it. The future holds it; so does the group running it."""
 
@@ -53,10 +64,30 @@ class Request:
     started_at: float | None = None
     group: int | None = None
     deadline: float | None = None
+    source: str = "python"
+    """Who submitted it: ``python``, ``page``, ``api`` (recorded in status.json)."""
     log: list[str] = field(default_factory=list)
     log_bytes: int = 0
     replies: dict[int, dict[str, Any]] = field(default_factory=dict)
-    failed: bool = False
+    # Set under the pool's lock:
+    progress: float | None = None
+    message: str = ""
+    preview: str | None = None
+    """The latest ``preview.jpg`` the model sent (None before the first)."""
+    outcome: str | None = None
+    """``succeeded``, ``failed`` or ``cancelled`` once decided: the first decision wins."""
+    stop_requested_at: float | None = None
+    """When ``terminate()`` asked the running request to stop (epoch seconds)."""
+    held: tuple[int, dict[str, Any]] | None = None
+    """A peer's error reply held back while a rank's death may be on its way (``pool``)."""
+    # The status writer's (``records.py``), under its own locks:
+    final_recorded: bool = False  # the outcome is decided: no queued/running record after it
+    recorded: int = 0  # how far along the record on disk is (queued 1, running 2, final 3)
+    record_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_requested_at is not None
 
     def add_log(self, lines: list[str]) -> None:
         """Keep ``lines`` in the request's log, up to its bounds (then one line says so)."""
@@ -70,6 +101,41 @@ class Request:
                 self.log_bytes = MAX_LOG_BYTES
                 return
             self.log.append(line)
+
+
+class RequestInfo(TypedDict):
+    """One running or queued request, as ``app.requests()`` lists it."""
+
+    id: str
+    state: str  # "running" or "queued"
+    source: str
+    params: dict[str, Any]
+    position: int | None  # requests ahead of it in the queue (0: next); None while running
+    progress: float | None
+    message: str
+    preview: str | None
+    queued_at: float
+    started_at: float | None
+    group: int | None
+    stopping: bool  # asked to stop, not ended yet
+
+
+def request_info(request: Request, position: int | None) -> RequestInfo:
+    """The :class:`RequestInfo` of ``request`` (call under the pool's lock)."""
+    return {
+        "id": request.id,
+        "state": "queued" if position is not None else "running",
+        "source": request.source,
+        "params": dict(request.params),
+        "position": position,
+        "progress": request.progress,
+        "message": request.message,
+        "preview": request.preview,
+        "queued_at": request.queued_at,
+        "started_at": request.started_at,
+        "group": request.group,
+        "stopping": request.stopping,
+    }
 
 
 @public
@@ -105,14 +171,31 @@ class WorkerInfo:
         )
 
 
+def check_sendable(params: dict[str, Any]) -> None:
+    """Raise ValidationError for parameters strict JSON cannot carry (NaN, nested too deep...):
+    a request that could not be sent to the workers is refused here, never at dispatch."""
+    try:
+        _STRICT_JSON.encode(params)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValidationError(f"the parameters cannot be sent as JSON: {exc}") from None
+
+
 def new_request(
-    pool: RequestOwner, params: dict[str, Any], output_root: Path, timeout: float | None
+    pool: RequestOwner,
+    params: dict[str, Any],
+    output_root: Path,
+    timeout: float | None,
+    *,
+    source: str = "python",
 ) -> Request:
     """A request with its own id, folder (also set as ``params["output_dir"]``) and future."""
     request_id = new_request_id()
     folder = os.path.join(output_root, folder_name(request_id))  # = str(request_folder(...))
+    check_sendable(params)
     params["output_dir"] = folder
-    request = Request(id=request_id, params=params, output_dir=folder, timeout=timeout, pool=pool)
+    request = Request(
+        id=request_id, params=params, output_dir=folder, timeout=timeout, pool=pool, source=source
+    )
     request.future = InferenceFuture(request)
     return request
 
@@ -135,8 +218,8 @@ def build_result(request: Request, status: dict[str, Any]) -> InferenceResult:
     )
 
 
-def failer(future: InferenceFuture, error: BaseException) -> Callable[[], None]:
-    def fail() -> None:
+def failer(future: InferenceFuture, error: BaseException) -> Callable[..., None]:
+    def fail(*_: Any) -> None:
         # A caller may have cancelled it a moment ago: that outcome stands.
         with contextlib.suppress(InvalidStateError):
             future.set_exception(error)

@@ -20,7 +20,11 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["Tracker", "register", "tracking"]
+__all__ = ["Tracker", "register", "request_source", "tracking"]
+
+request_source: ContextVar[str] = ContextVar("request_source", default="python")
+"""Who submits requests in this context (``python``, ``page``, ``api``): what ``submit``
+records when it is given no ``source``. The page sets it around its calls of ``infer_func``."""
 
 
 class Tracker:

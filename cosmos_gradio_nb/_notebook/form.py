@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
 import time
 import weakref
 from pathlib import Path
@@ -259,7 +260,9 @@ class WidgetUI:
     def _on_cancel(self, _button: Any) -> None:
         fut = self.future
         if fut is not None and not fut.done():
-            fut.terminate()
+            # terminate() returns once the request ended: the model stopped, or its group was
+            # killed after STOP_GRACE; the kernel's thread must not wait that long
+            threading.Thread(target=fut.terminate, name="cosmos-gradio-stop", daemon=True).start()
 
     def _show_state(self, fut: FutureView) -> None:
         state = fut.state

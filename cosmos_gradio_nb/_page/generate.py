@@ -56,6 +56,22 @@ def _partial_of(status: dict[str, Any]) -> list[str]:
     return [p for p in (files.get("partial") or []) if isinstance(p, str) and Path(p).is_file()]
 
 
+def _how_stopped(status: dict[str, Any], state_when_asked: str | None) -> str:
+    """How a cancelled request ended, from its status.json (``stop.how``) when there is one."""
+    stop = status.get("stop")
+    how = stop.get("how") if isinstance(stop, dict) else None
+    if how == "cooperative":
+        return "stopped while running; the model stopped on request and its worker stayed loaded"
+    if how == "restarted":
+        return (
+            "stopped while running; the model did not stop in time (STOP_GRACE), so its "
+            "worker group was restarted"
+        )
+    if how == "dequeued" or state_when_asked != "running":
+        return "removed from the queue before it ran"
+    return "stopped while running"
+
+
 def _session(request: gr.Request | None) -> str:
     return (request.session_hash if request is not None else None) or ""
 
@@ -130,12 +146,8 @@ class GeneratePanel:
 
     @staticmethod
     def _cancelled(entry: _Active, live: Any, rid: str, elapsed: float) -> tuple[Any, ...]:
-        how = (
-            "stopped while running; its worker group was restarted"
-            if entry.stop_requested_while == "running"
-            else "removed from the queue before it ran"
-        )
         status = _read_status_json(live) if live is not None else {}
+        how = _how_stopped(status, entry.stop_requested_while)
         partial = _partial_of(status)
         return (
             status_html("cancelled", request_id=rid, elapsed=elapsed, note=f"Request {how}."),

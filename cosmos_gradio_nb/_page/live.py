@@ -56,6 +56,7 @@ class LiveSnapshot:
     queue_position: int | None = None
     progress: float | None = None
     message: str = ""
+    preview: str | None = None  # the latest live preview's path (the request folder's preview.jpg)
     elapsed: float = field(default=0.0, compare=False)
     tracked: bool = True
 
@@ -79,6 +80,7 @@ class LiveSnapshot:
             info["queue_position"] = self.queue_position
             info["progress"] = self.progress
             info["message"] = self.message
+            info["preview"] = self.preview
         info["elapsed"] = round(self.elapsed, 3)
         return info
 
@@ -93,6 +95,7 @@ def snapshot(fut: concurrent.futures.Future[Any] | None, elapsed: float = 0.0) -
         queue_position=getattr(fut, "queue_position", None),
         progress=getattr(fut, "progress", None),
         message=getattr(fut, "progress_message", ""),
+        preview=getattr(fut, "preview", None),
         elapsed=elapsed,
     )
 

@@ -14,6 +14,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))  # the workers inherit sys.path, so they import `models` too
 
 from enginetest import wait_for, worker_pids  # noqa: E402
+from pooltest import make_pool  # noqa: E402, F401 - the fixture, for the policy tests
 
 
 @pytest.fixture()

@@ -23,6 +23,7 @@ from cosmos_gradio_nb._engine.backend import (
     Gone,
     GroupSpec,
     Output,
+    Pong,
     Progress,
     RankInfo,
     Ready,
@@ -51,9 +52,12 @@ class FakeBackend:
         self.fail_start: dict[int, str] = {}  # group -> summary of a failed start
         self.hold_replies = False  # do not answer requests by itself
         self.ignore_graceful = False  # a graceful stop is not obeyed (close must kill)
+        self.honour_stop = False  # answer a stop with ``stopped`` from every rank at once
+        self.answer_pings = True  # answer a ping with a pong from every rank at once
         self.groups: dict[int, FakeGroup] = {}
         self.starts: list[GroupSpec] = []
         self.stops: list[tuple[int, bool]] = []
+        self.messages: list[tuple[int, dict[str, Any]]] = []  # (group, msg) of every send
         self.closed = False
         self._lock = threading.Lock()
         self._queue: queue.Queue[Event | None] = queue.Queue()
@@ -79,8 +83,14 @@ class FakeBackend:
             if g is None or not g.alive or g.stopping:
                 raise SendError(f"group {group} is gone")
             g.sent.append(msg)
-        if msg.get("type") == "infer" and not self.hold_replies:
+            self.messages.append((group, msg))
+        kind = msg.get("type")
+        if kind == "infer" and not self.hold_replies:
             self.answer(group, msg["id"])
+        elif kind == "stop" and self.honour_stop:
+            self.stopped(group, msg["id"])
+        elif kind == "ping" and self.answer_pings:
+            self.pong(group, msg["n"])
 
     def stop(self, group: int, *, graceful: bool = False) -> None:
         with self._lock:
@@ -114,13 +124,35 @@ class FakeBackend:
             self._post(Ready(group, inc, r))
 
     def answer(
-        self, group: int, request_id: str, *, rank: int | None = None, **status: Any
+        self,
+        group: int,
+        request_id: str,
+        *,
+        rank: int | None = None,
+        files: dict[str, list[str]] | None = None,
+        **returned: Any,
     ) -> None:
-        """Every rank (or one) replies ``done``; rank 0 with a status dict."""
+        """Every rank (or one) replies ``done``; rank 0 with what infer returned and its files."""
         inc = self.incarnation(group)
         for r in range(self.size) if rank is None else [rank]:
-            body = {"state": "succeeded", "files": {}, **status} if r == 0 else None
-            self._post(Reply(group, inc, r, {"type": "done", "id": request_id, "status": body}))
+            msg: dict[str, Any] = {"type": "done", "id": request_id, "rank": r}
+            if r == 0:
+                msg["returned"] = dict(returned)
+                msg["files"] = files or {"videos": [], "images": [], "other": []}
+                msg["finished_at"] = time.time()
+            self._post(Reply(group, inc, r, msg))
+
+    def stopped(self, group: int, request_id: str, *, rank: int | None = None) -> None:
+        """Every rank (or one) replies ``stopped``: the model honoured a stop."""
+        inc = self.incarnation(group)
+        for r in range(self.size) if rank is None else [rank]:
+            msg = {"type": "stopped", "id": request_id, "rank": r, "how": "returned"}
+            self._post(Reply(group, inc, r, msg))
+
+    def pong(self, group: int, n: int, rank: int | None = None) -> None:
+        inc = self.incarnation(group)
+        for r in range(self.size) if rank is None else [rank]:
+            self._post(Pong(group, inc, r, n))
 
     def raise_error(
         self, group: int, request_id: str, rank: int = 0, message: str = "boom"

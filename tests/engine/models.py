@@ -4,7 +4,10 @@ Behaviour is picked by request parameters, so one worker serves every fault:
 ``{"op": "echo"}``, ``"raise"``, ``"crash"`` (SIGKILL itself), ``"exit"`` (os._exit),
 ``"segfault"``, ``"hang"``, ``"sleep"``, ``"progress"``, ``"tqdm"``, ``"print"``, ``"write"``,
 ``"helper"`` (starts a helper process), ``"flood"``, ``"bad_return"``, ``"sysexit"``,
-``"big"`` (a large output file) and ``"read"`` (an input file).
+``"big"`` (a large output file), ``"read"`` (an input file), ``"steps"`` (progress until
+stopped), ``"ignore_stop"``, ``"preview"``, ``"block"`` (until a file exists),
+``"hostile"`` (a return value the wire refuses), ``"fail_one"`` (one rank raises, the
+others hang) and ``"halfstop"`` (after replying, half a frame, then SIGSTOP).
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from cosmos_gradio_nb import report_progress
+from cosmos_gradio_nb import report_progress, stop_requested
 
 
 class FaultModel:
@@ -107,6 +111,44 @@ class FaultModel:
         if op == "read":  # an input file named in the request
             data = Path(args["path"]).read_bytes()
             return {"sha256": hashlib.sha256(data).hexdigest(), "seen_path": args["path"]}
+        if op == "steps":  # honours a stop: report_progress raises StopRequested
+            out = Path(args["output_dir"])
+            (out / "partial.txt").write_text("first steps")
+            for i in range(int(args.get("steps", 600))):
+                report_progress(i / 600, f"step {i}")
+                time.sleep(0.05)
+            return {"finished": True}
+        if op == "ignore_stop":  # never reports, never checks
+            for _ in range(int(args.get("seconds", 60) * 20)):
+                time.sleep(0.05)
+            return {"stopped_by_itself": stop_requested()}
+        if op == "preview":
+            import numpy as np
+
+            frame = np.zeros((720, 1280, 3), np.uint8)
+            for i in range(int(args.get("steps", 3))):
+                frame[:, : (i + 1) * 100] = 255
+                report_progress((i + 1) / 3, f"step {i + 1}", preview=frame)
+                time.sleep(float(args.get("step_seconds", 0.6)))
+            return {}
+        if op == "block":  # until the test creates args["release"] (bounded)
+            release = Path(args["release"])
+            deadline = time.monotonic() + 60
+            while not release.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return {"released": release.exists()}
+        if op == "hostile":
+            from hostile import hostile_values
+
+            return hostile_values()[args["case"]]  # type: ignore[no-any-return]
+        if op == "fail_one":
+            if self.rank == args.get("rank", 1):
+                raise ValueError(f"rank {self.rank} fails")
+            while True:
+                time.sleep(0.05)
+        if op == "halfstop":
+            threading.Thread(target=_half_frame_then_stop, daemon=True).start()
+            return {"pid": self.pid}
         if op == "write":
             out = Path(args["output_dir"])
             (out / "clip.mp4").write_bytes(b"\x00fake")
@@ -153,6 +195,24 @@ def start_helper(kind: str, folder: Path) -> list[int]:
             raise RuntimeError("the helper did not start")
         time.sleep(0.01)
     return [int(pidfile.read_text())]
+
+
+def _half_frame_then_stop() -> None:
+    """Once this request's reply is sent: half a frame on the control socket, then SIGSTOP.
+
+    What a worker frozen in the middle of a message looks like to the app.
+    """
+    from cosmos_gradio_nb._worker import loop
+
+    channel = loop.channel
+    assert channel is not None
+    sent = channel.frames_sent
+    deadline = time.monotonic() + 30
+    while channel.frames_sent == sent and time.monotonic() < deadline:
+        time.sleep(0.005)  # the reply is being sent by the main thread
+    with channel.lock:
+        channel.sock.sendall((100).to_bytes(4, "big") + b'{"type": "progr')
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def create_worker() -> FaultModel:

@@ -16,7 +16,7 @@ from cosmos_gradio_nb._engine.deadlines import (
     next_wakeup,
     wakes_sooner,
 )
-from cosmos_gradio_nb._engine.groups import Group, GroupState
+from cosmos_gradio_nb._engine.groups import Group, GroupState, move
 from cosmos_gradio_nb._engine.request import Request
 
 S = GroupState
@@ -128,6 +128,36 @@ def test_deadlines_left_on_a_group_in_another_state_are_never_due(state: GroupSt
 
 def test_a_busy_groups_start_and_restart_times_are_not_its_business() -> None:
     assert due(busy(None, start_deadline=NOW - 1, restart_at=NOW - 1), NOW) is None
+
+
+# -- stops, held errors and health checks ---------------------------------------------------
+def test_a_stop_grace_comes_before_the_timeout_and_a_held_error_before_the_peers() -> None:
+    past = NOW - 1
+    assert due(busy(past, stop_deadline=past, peer_deadline=past), NOW) is Due.STOP_GRACE
+    assert due(busy(NOW + 1, hold_deadline=past, peer_deadline=past), NOW) is Due.HELD_ERROR
+    assert due(busy(NOW + 1, stop_deadline=NOW + 1, hold_deadline=NOW + 1), NOW) is None
+
+
+def test_an_idle_group_is_pinged_at_its_time_and_a_missed_answer_comes_first() -> None:
+    assert due(group(S.IDLE, health_at=NOW + 1), NOW) is None
+    assert due(group(S.IDLE, health_at=NOW), NOW) is Due.HEALTH_PING
+    assert due(group(S.IDLE, health_at=NOW, ping_deadline=NOW), NOW) is Due.HEALTH_MISSED
+    assert due(busy(None, ping_deadline=NOW), NOW) is Due.HEALTH_MISSED  # sent work meanwhile
+    assert due(busy(None, health_at=NOW - 1), NOW) is None  # busy groups are not pinged
+
+
+def test_the_timer_wakes_for_a_ping_only_while_the_group_is_idle() -> None:
+    assert next_wakeup([group(S.IDLE, health_at=NOW + 0.3)], NOW, None) == pytest.approx(0.3)
+    assert next_wakeup([busy(None, health_at=NOW + 0.3)], NOW, None) == MAX_SLEEP
+    assert next_wakeup([busy(None, ping_deadline=NOW + 0.2)], NOW, None) == pytest.approx(0.2)
+
+
+def test_stopping_a_group_ends_what_was_watched_on_its_processes() -> None:
+    g = group(S.IDLE, health_at=NOW, ping_deadline=NOW, hold_deadline=NOW, stop_deadline=NOW)
+    g.pongs.add(0)
+    move(g, S.STOPPING)
+    assert (g.health_at, g.ping_deadline, g.hold_deadline, g.stop_deadline) == (None,) * 4
+    assert g.pongs == set()
 
 
 # -- closing and waking ---------------------------------------------------------------------

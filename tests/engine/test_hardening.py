@@ -51,7 +51,7 @@ def test_no_helper_survives_close(make_app, kind: str) -> None:
 
 @pytest.mark.parametrize("how", ["terminate", "timeout", "crash"])
 def test_no_helper_survives_a_restart(make_app, how: str) -> None:
-    app = make_app()
+    app = make_app(stop_grace=0.5)  # "hang" never checks for a stop: terminate kills it
     first = _helpers(app.infer({"op": "helper", "kind": "doublefork"}).result(30).status["helpers"])
     if how == "terminate":
         fut = app.infer({"op": "hang"})

@@ -7,91 +7,21 @@ tests run in milliseconds.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from enginetest import wait_for
 from fake_backend import FakeBackend
+from pooltest import MakePool, engine_config, states, status_of, submit
 
 import cosmos_gradio_nb as cg
 from cosmos_gradio_nb._engine import deadlines as _deadlines
 from cosmos_gradio_nb._engine import supervisor as _supervisor
 from cosmos_gradio_nb._engine.backend import Died, Gone, Output, Ready
-from cosmos_gradio_nb._engine.config import EngineConfig
-from cosmos_gradio_nb._engine.future import InferenceFuture
 from cosmos_gradio_nb._engine.groups import TRANSITIONS, Group, GroupState, move
 from cosmos_gradio_nb._engine.pool import WorkerPool
-from cosmos_gradio_nb._engine.request import new_request
-
-MakePool = Callable[..., tuple[WorkerPool, FakeBackend]]
-
-
-def engine_config(out: Path, groups: int = 1, size: int = 1, **overrides: Any) -> EngineConfig:
-    """The app's defaults, with the log in ``out`` (the requests' folders go there too)."""
-    values: dict[str, Any] = {
-        "factory": {"module": "m", "function": "f"},
-        "num_groups": groups,
-        "group_size": size,
-        "model_name": "cosmos_model",
-        "log_file": out / "app.log",
-        "log_max_bytes": 100 * 1024 * 1024,
-        "log_backups": 3,
-        "startup_timeout": 1800.0,
-    }
-    return EngineConfig(**{**values, **overrides})
-
-
-@pytest.fixture()
-def make_pool(tmp_path: Path) -> Iterator[MakePool]:
-    pools: list[WorkerPool] = []
-
-    def make(
-        groups: int = 2,
-        size: int = 1,
-        *,
-        setup: Callable[[FakeBackend], None] | None = None,
-        retry_after: float = 60.0,
-        **settings: Any,
-    ) -> tuple[WorkerPool, FakeBackend]:
-        config = engine_config(tmp_path / "out", groups, size, retry_after=retry_after, **settings)
-        made: list[FakeBackend] = []
-
-        def backend(emit: Any) -> FakeBackend:
-            fake = FakeBackend(emit, size=size)
-            if setup is not None:
-                setup(fake)
-            made.append(fake)
-            return fake
-
-        pool = WorkerPool(config, backend)
-        pool.start()
-        pools.append(pool)
-        made[0].sync()
-        return pool, made[0]
-
-    yield make
-    for pool in pools:
-        pool.close(1.0)
-
-
-def submit(pool: WorkerPool, timeout: float | None = None, **params: Any) -> InferenceFuture:
-    request = new_request(pool, dict(params), pool.config.log_file.parent, timeout)
-    pool.submit(request)
-    return request.future
-
-
-def status_of(fut: InferenceFuture) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((fut.output_dir / "status.json").read_text())
-    return data
-
-
-def states(pool: WorkerPool) -> list[str]:
-    return [w.state for w in pool.workers() if w.rank == 0]
 
 
 def test_fifo_queue_routes_to_the_idle_group_that_waited_longest(make_pool: MakePool) -> None:
@@ -243,7 +173,9 @@ def test_startup_timeout_fails_the_group_naming_the_rank_and_its_last_lines(
 
 
 def test_request_timeout_and_terminate(make_pool: MakePool) -> None:
-    pool, fake = make_pool(groups=1, setup=lambda f: setattr(f, "hold_replies", True))
+    pool, fake = make_pool(
+        groups=1, stop_grace=0.2, setup=lambda f: setattr(f, "hold_replies", True)
+    )
     fut = submit(pool, timeout=0.2)
     with pytest.raises(cg.InferenceTimeoutError):
         fut.result(3)
@@ -251,8 +183,9 @@ def test_request_timeout_and_terminate(make_pool: MakePool) -> None:
     fake.sync()
     wait_for(lambda: states(pool) == ["idle"], timeout=5)
     fut = submit(pool)
-    assert fut.terminate() and fut.cancelled()
-    assert status_of(fut)["state"] == "cancelled"
+    assert fut.terminate() and fut.cancelled()  # the fake ignores the stop: killed after 0.2 s
+    assert status_of(fut)["state"] == "cancelled" and status_of(fut)["stop"]["how"] == "restarted"
+    assert (0, {"type": "stop", "id": fut.request_id}) in fake.messages
     assert (0, False) in fake.stops
 
 

@@ -203,7 +203,7 @@ def test_gradio_app_blocks_and_raises_startup_errors(deploy_dirs) -> None:
 
 
 def test_cancel_terminate_and_queue_position(make_app) -> None:
-    app = make_app()
+    app = make_app(stop_grace=0.5)  # "hang" never checks for a stop: killed after the grace
     running = app.infer({"op": "hang"})
     wait_for(lambda: running.state == "running", timeout=10)
     queued = [app.infer({"op": "echo", "value": i}) for i in range(3)]
@@ -217,7 +217,12 @@ def test_cancel_terminate_and_queue_position(make_app) -> None:
     with pytest.raises(cf.CancelledError):
         running.result(1)
     status = json.loads((running.output_dir / "status.json").read_text())
-    assert status["state"] == "cancelled"
+    assert status["state"] == "cancelled" and status["stop"]["how"] == "restarted"
+    assert json.loads((queued[1].output_dir / "status.json").read_text())["stop"] == {
+        "how": "dequeued",
+        "requested_at": None,
+        "requested_at_iso": None,
+    }
     assert [queued[i].result(30).status["echo"] for i in (0, 2)] == [0, 2]
     assert app.workers()[0].pid != old_pid
     assert not queued[0].terminate()  # already done

@@ -211,7 +211,9 @@ def test_callbacks_that_call_sys_exit_stop_no_other_callback(make_pool: MakePool
     for _ in range(41):  # one group: each answer lets the next request run
         fake.sync()
         _answer_all(fake)
-    assert all(f.done() for f in futures) and ran.wait(5), "a normal callback never ran"
+    # (futures complete after their status.json is written, off the event thread: wait)
+    wait_for(lambda: all(f.done() for f in futures), timeout=10)
+    assert ran.wait(5), "a normal callback never ran"
 
 
 def test_blocked_user_callbacks_delay_neither_another_callback_nor_asyncio(

@@ -28,6 +28,7 @@ def test_public_names_are_pinned() -> None:
         "NotebookApp",
         "QueueFullError",
         "RequestRefusedError",
+        "StopRequested",
         "ValidationError",
         "WorkerCrashedError",
         "WorkerError",
@@ -38,6 +39,7 @@ def test_public_names_are_pinned() -> None:
         "create_widget_UI",
         "load_results",
         "report_progress",
+        "stop_requested",
     ]
     for name in cg.__all__:
         assert getattr(cg, name) is not None

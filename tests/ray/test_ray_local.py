@@ -101,7 +101,7 @@ def test_a_killed_actor_fails_its_request_at_once_and_the_group_is_recreated(
 
 
 def test_a_hung_request_times_out_and_terminate_stops_one(make_ray_app) -> None:
-    app = make_ray_app()
+    app = make_ray_app(stop_grace=1.0)  # "hang" ignores the stop: killed after 1 s
     with pytest.raises(cg.InferenceTimeoutError):
         app.infer({"op": "hang"}, timeout=0.5).result(30)
     fut = app.infer({"op": "hang"})

@@ -150,15 +150,15 @@ def test_a_done_whose_outputs_cannot_be_copied_back_becomes_an_error(tmp_path: P
     files.send(infer(tmp_path, {}))
     wait_for(lambda: told)
     files.close()
-    unknown = {"type": "done", "id": "other", "status": {"output_dir": "/x"}}
+    unknown = {"type": "done", "id": "other", "files": {"videos": ["/x/v.mp4"]}}
     assert files.reply(unknown) is unknown  # not a request sent through here: as it is
-    status = {"output_dir": "/scratch/app-g0/outputs/r1", "files": {"videos": ["/v.mp4"]}}
-    reply = files.reply({"type": "done", "id": "r1", "status": status})
+    produced = {"videos": ["/scratch/app-g0/outputs/r1/v.mp4"], "images": [], "other": []}
+    reply = files.reply({"type": "done", "id": "r1", "files": produced, "returned": {}})
     assert reply["type"] == "error" and reply["error_type"] == "ConnectionError"
     assert (
         reply["message"] == "the outputs could not be copied back from 10.0.0.2: node unreachable"
     )
-    done = {"type": "done", "id": "r1", "status": status}
+    done = {"type": "done", "id": "r1", "files": produced, "returned": {}}
     assert files.reply(done) is done  # the request was answered once; no second copy
 
 

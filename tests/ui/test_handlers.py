@@ -156,7 +156,15 @@ def test_cancel_with_nothing_running_answers_in_the_page(app: NotebookApp) -> No
     assert answer.startswith("Nothing to cancel")
 
 
-_STREAM_KEYS = ["state", "request_id", "queue_position", "progress", "message", "elapsed"]
+_STREAM_KEYS = [
+    "state",
+    "request_id",
+    "queue_position",
+    "progress",
+    "message",
+    "preview",
+    "elapsed",
+]
 
 
 def _api(infer_func: Any, uploads_dir: Path | None = None) -> ApiEndpoints:
@@ -236,6 +244,7 @@ def test_a_snapshot_renders_the_panel_and_the_stream_alike() -> None:
         "queue_position": 2,
         "progress": None,
         "message": "",
+        "preview": None,
         "elapsed": 1.235,
     }
     html = snap.panel_html()

@@ -12,10 +12,11 @@ them gets a :class:`NodeFiles`, which owns that whole path:
   per node and file version. Pushing a multi-GB upload takes a while and
   ``send`` is called with the pool's lock held, so requests wait in a queue for
   a thread of the group's own, which sends them in order;
-- the request is remembered (its parameters and its folder here) until rank 0
+- the request is remembered (its folder here and on the node) until rank 0
   replies; a ``done`` then has its files pulled into the request's folder here
-  and its status rewritten to name the copies before the reply is handed on,
-  so the app never sees a path on another machine.
+  and its file lists and returned values rewritten to name the copies before
+  the reply is handed on, so the app never sees a path on another machine (the
+  app alone writes status.json, from that reply).
 
 :class:`FileMover` is what all of one app's groups share: the sentinel, the
 record of files already pushed to each node, and the transfers themselves. Both
@@ -33,7 +34,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..._core.outputs import write_status
 from .agent import CHUNK_BYTES, remap_paths
 from .config import RayConfig
 
@@ -156,7 +156,7 @@ class NodeFiles:
         self._refuse = refuse
         self._name = name
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._inflight: dict[str, tuple[dict[str, Any], str]] = {}  # id -> (params, folder here)
+        self._inflight: dict[str, tuple[str, str]] = {}  # id -> (folder there, folder here)
 
     def start(self) -> None:
         """Start sending (the group's workers are up); what was sent before waits till now."""
@@ -171,18 +171,18 @@ class NodeFiles:
         self._queue.put(None)
 
     def reply(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """Rank 0's ``done`` or ``error`` as it is to be handed on.
+        """Rank 0's ``done``, ``error`` or ``stopped`` as it is to be handed on.
 
-        A ``done`` of a request sent here, with a status, comes back with its files
-        copied into the request's folder here and its status naming the copies; or as
-        an ``error`` if they cannot be copied.
+        A ``done`` of a request sent here comes back with its files copied into the
+        request's folder here, its file lists and returned values naming the copies;
+        or as an ``error`` if they cannot be copied.
         """
         request = self._inflight.pop(str(msg.get("id")), None)
-        if request is None or msg.get("type") != "done" or not msg.get("status"):
+        if request is None or msg.get("type") != "done" or "files" not in msg:
             return msg
-        params, folder = request
+        remote_dir, folder = request
         try:
-            return {**msg, "status": self._fetch(msg["status"], params, folder)}
+            return self._fetch(msg, remote_dir, folder)
         except Exception as exc:
             return {
                 "type": "error",
@@ -198,7 +198,7 @@ class NodeFiles:
             try:
                 if msg.get("type") == "infer":
                     local, folder = self._localize(msg)
-                    self._inflight[str(msg["id"])] = (msg["params"], folder)
+                    self._inflight[str(msg["id"])] = (str(local["output_dir"]), folder)
                     msg = local
             except Exception as exc:
                 reply = {"type": "error", "id": msg.get("id"), "error_type": type(exc).__name__}
@@ -221,13 +221,10 @@ class NodeFiles:
         out = dict(msg, params=remap_paths(msg["params"], mapping), output_dir=mapping[folder])
         return out, folder
 
-    def _fetch(self, status: dict[str, Any], params: dict[str, Any], folder: str) -> dict[str, Any]:
-        """Stream the request's files into ``folder`` here; the status then names the copies."""
-        remote_dir = str(status.get("output_dir") or "")
-        files = status.get("files") or {}
-        remote = [
-            p for kind in ("videos", "images", "other", "partial") for p in files.get(kind, [])
-        ]
+    def _fetch(self, reply: dict[str, Any], remote_dir: str, folder: str) -> dict[str, Any]:
+        """Stream the request's files into ``folder`` here; the reply then names the copies."""
+        files = reply.get("files") or {}
+        remote = [p for kind in ("videos", "images", "other") for p in files.get(kind, [])]
         sizes = self._mover.sizes(self._lead, remote)
         mapping = {remote_dir: folder}
         for path in remote:
@@ -240,13 +237,14 @@ class NodeFiles:
             mapping[path] = local
             if path in sizes:
                 self._mover.pull(self._lead, path, sizes[path], local)
-        copied = remap_paths(status, mapping)
-        copied["params"] = params
-        copied["output_dir"] = folder
-        write_status(folder, copied)
+        copied = {
+            **reply,
+            "files": remap_paths(files, mapping),
+            "returned": remap_paths(reply.get("returned") or {}, mapping),
+        }
         with contextlib.suppress(Exception):
             self._lead.remove_folder.remote(remote_dir)
-        return dict(copied)
+        return copied
 
 
 def _strings(value: Any) -> list[str]:
