@@ -43,7 +43,7 @@ __all__ = [
 
 MAX_LINE_BYTES = 64 * 1024  # longer lines are cut, and say so
 READ_BYTES = 1024 * 1024  # read at most this much per call: others get their turn
-_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+_PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])  # the folder holding the package
 
 
 def signal_name(code: int | None) -> str | None:
