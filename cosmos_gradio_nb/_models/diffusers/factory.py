@@ -130,7 +130,7 @@ class PipelineFactory:
         source = resolve_source(self.model)
         kwargs = dict(self.from_pretrained_kwargs)
         if dtype is not None:
-            kwargs["torch_dtype"] = dtype
+            kwargs["dtype"] = dtype  # diffusers 0.42 renamed from_pretrained's torch_dtype
         return cls.from_pretrained(source, **kwargs)
 
 

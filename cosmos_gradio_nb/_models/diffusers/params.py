@@ -253,7 +253,13 @@ def params_model(
     ``defaults`` overrides the pipeline's own defaults by name (a smaller default
     size for the page's editor, say); an unknown name raises ValueError.
     """
-    args = call_args(pipeline_class)
+    # A private (``_auto_resize``) or BaseModel-shadowing name cannot be a field: the
+    # pipeline's own default applies.
+    args = [
+        a
+        for a in call_args(pipeline_class)
+        if not a.name.startswith("_") and not hasattr(BaseModel, a.name)
+    ]
     multiple = size_multiple(pipeline_class)
     video = is_video_pipeline(args)
     ours = [CallArg("seed", Union[int, None], None, SEED_TEXT)]  # noqa: UP007

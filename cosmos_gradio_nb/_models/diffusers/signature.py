@@ -39,6 +39,8 @@ _ADAPTER_OWNED = frozenset(
         "callback_on_step_end_tensor_inputs",
     }
 )
+# Tensors by name, whatever their annotation says (some are mistyped as ``str``).
+_TENSOR_SUFFIXES = ("_embeds", "_embeds_mask", "_attention_mask", "latents")
 _JSON_LEAVES: tuple[type, ...] = (str, int, float, bool)
 
 
@@ -195,7 +197,7 @@ def call_args(pipeline_class: type) -> list[CallArg]:
     for param in list(signature.parameters.values())[1:]:
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
-        if param.name in _ADAPTER_OWNED:
+        if param.name in _ADAPTER_OWNED or param.name.endswith(_TENSOR_SUFFIXES):
             continue
         annotation = hints.get(param.name, param.annotation)
         if isinstance(annotation, str) or annotation is param.empty:
