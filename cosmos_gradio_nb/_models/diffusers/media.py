@@ -96,7 +96,11 @@ def write_video(frames: Iterable[np.ndarray], path: Path, fps: float) -> Path:
         for frame in frames:
             h, w = frame.shape[0] // 2 * 2, frame.shape[1] // 2 * 2
             if stream is None:
-                stream = container.add_stream("libx264", rate=rate, options={"crf": "18"})
+                # veryfast: a quarter of "medium"'s time (36 -> 9 ms for 9 small frames here,
+                # seconds for 93 frames at 720p) for files a little larger at the same quality.
+                stream = container.add_stream(
+                    "libx264", rate=rate, options={"crf": "18", "preset": "veryfast"}
+                )
                 stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
                 stream.codec_context.time_base = 1 / rate
             video_frame = av.VideoFrame.from_ndarray(
