@@ -43,19 +43,6 @@ def sd_with_tiled_vae() -> Any:
     return tiny.stable_diffusion(vae=vae)
 
 
-def diffusers_origin() -> Any:
-    """A factory whose model reports which ``diffusers`` an import in the worker would load."""
-
-    class Probe:
-        def infer(self, args: dict[str, Any]) -> dict[str, Any]:
-            import importlib.util
-
-            spec = importlib.util.find_spec("diffusers")
-            return {"diffusers_file": str(spec.origin if spec else None)}
-
-    return Probe()
-
-
 def wait_for(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.02) -> Any:
     """Poll ``cond`` until truthy; fail naming ``what`` after ``timeout`` s."""
     deadline = time.monotonic() + timeout

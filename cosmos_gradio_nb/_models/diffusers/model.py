@@ -101,6 +101,7 @@ class DiffusersModel:
             "num_inference_steps": steps,
             "steps_done": callback.done,
             "pipeline": type(self.pipe).__name__,
+            "diffusers_version": _diffusers_version(),
             "device": self.device,
             "dtype": str(getattr(self.pipe, "dtype", "")).removeprefix("torch."),
             "worker_load_seconds": round(self.load_seconds, 3),
@@ -203,6 +204,12 @@ def _timings(started: float, callback: StepCallback, returned_at: float) -> dict
         "denoise_seconds": round(last - started, 4),
         "decode_seconds": round(returned_at - last, 4),
     }
+
+
+def _diffusers_version() -> str:
+    import diffusers
+
+    return str(getattr(diffusers, "__version__", "?"))
 
 
 def _latent_channels(pipe: Any) -> int | None:

@@ -205,7 +205,7 @@ def _json_default(value: Any) -> bool:
 
 
 def _range_text(low: float, high: float | None) -> str:
-    return f"{low:g} or more" if high is None else f"{low:g} to {high:g}"
+    return f"{low:g} or more" if high is None or high > 1e9 else f"{low:g} to {high:g}"
 
 
 def _field(arg: CallArg, multiple: int) -> tuple[Any, Any]:

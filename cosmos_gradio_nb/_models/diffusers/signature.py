@@ -175,9 +175,21 @@ def docstring_args(doc: str | None) -> dict[str, str]:
     return {k: _short(v) for k, v in out.items()}
 
 
-def _short(text: str, limit: int = 300) -> str:
+def _short(text: str, limit: int = 160) -> str:
+    """Whole sentences up to ``limit`` characters (the page shows these in a table).
+
+    Markdown links keep their text: a long URL cannot wrap in a table cell.
+    """
+    text = re.sub(r"\[([^\]]+)\]\([^)]*\)", r"\1", text)
     text = re.sub(r"\s+", " ", text).strip()
-    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+    if len(text) <= limit:
+        return text
+    kept = ""
+    for sentence in re.split(r"(?<=\.) ", text):
+        if kept and len(kept) + 1 + len(sentence) > limit:
+            break
+        kept = f"{kept} {sentence}".strip()
+    return kept if len(kept) <= limit else kept[: limit - 3].rstrip() + "..."
 
 
 def _resolved_hints(fn: Any) -> dict[str, Any]:
