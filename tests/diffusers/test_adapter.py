@@ -68,6 +68,37 @@ def test_the_seed_decides_the_pixels(image_model: Any, tmp_path: Path) -> None:
     assert isinstance(drawn_seed, int) and np.array_equal(drawn, replay)
 
 
+def test_cosmos_text_to_image(tmp_path: Path) -> None:
+    model = pipeline_factory(build=tiny.cosmos_text_to_image)()
+    out = model.infer({**tiny.IMAGE_DEFAULTS, "seed": 2, "output_dir": str(tmp_path)})
+    assert out["pipeline"] == "Cosmos2TextToImagePipeline" and out["videos"] == []
+    assert [Path(p).name for p in out["images"]] == ["image.png"]
+    assert _pixels(out["images"][0]).shape == (64, 64, 3)
+    assert model.previewer is not None and model.previewer.fits == 1  # (B, C, 1, h, w) latents
+
+
+def test_a_pipeline_without_step_callbacks_still_runs(tmp_path: Path) -> None:
+    """DDPMPipeline predates callback_on_step_end: no previews nor stop, its own tqdm bar."""
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    def build() -> DDPMPipeline:
+        torch.manual_seed(0)
+        unet = UNet2DModel(
+            sample_size=16,
+            block_out_channels=(16, 32),
+            layers_per_block=1,
+            norm_num_groups=8,
+            down_block_types=("DownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "UpBlock2D"),
+        )
+        return DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=50))
+
+    model = pipeline_factory(build=build)()
+    assert not model.has_callback and model.previewer is None
+    out = model.infer({"num_inference_steps": 3, "batch_size": 1, "output_dir": str(tmp_path)})
+    assert [Path(p).name for p in out["images"]] == ["image.png"] and out["steps_done"] == 3
+
+
 def test_a_batch_writes_one_file_each(image_model: Any, tmp_path: Path) -> None:
     out = image_model.infer(
         {**tiny.IMAGE_DEFAULTS, "num_images_per_prompt": 2, "output_dir": str(tmp_path)}

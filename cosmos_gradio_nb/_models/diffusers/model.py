@@ -99,7 +99,7 @@ class DiffusersModel:
             **written,
             "seed": seed,
             "num_inference_steps": steps,
-            "steps_done": callback.done,
+            "steps_done": callback.done if self.has_callback else steps,  # no callback: all ran
             "pipeline": type(self.pipe).__name__,
             "diffusers_version": _diffusers_version(),
             "device": self.device,
