@@ -420,12 +420,14 @@ interface.launch(height=820)""",
     ),
     (
         "py",
-        """fut = app.infer({"seed": 1, "num_inference_steps": 8})
+        """from pathlib import Path
+
+fut = app.infer({"seed": 1, "num_inference_steps": 8})
 result = fut.result(timeout=300)
 status = result.status
 print(fut.progress_message, "| seed", status["seed"], "| steps", status["steps_done"])
 print({k: status[k] for k in ("worker_load_seconds", "denoise_seconds", "decode_seconds")})
-print("preview:", fut.preview and fut.preview.name)
+print("preview:", fut.preview and Path(fut.preview).name)  # the latest preview.jpg
 result""",
     ),
     (
@@ -441,7 +443,6 @@ worker keeps the model loaded for the next request.""",
         """import json
 import time
 from concurrent.futures import wait
-from pathlib import Path
 
 pid = app.workers()[0].pid
 long = app.infer({"num_inference_steps": 400})

@@ -23,14 +23,15 @@ from cosmos_gradio_nb.diffusers import pipeline_factory
 from cosmos_gradio_nb.samples import tiny_diffusers as tiny
 
 
+# On the CPU even where there is a GPU: these tests are about the adapter, and exact pixels.
 @pytest.fixture(scope="module")
 def video_model() -> Any:
-    return pipeline_factory(build=tiny.cosmos_predict)()
+    return pipeline_factory(build=tiny.cosmos_predict, device="cpu")()
 
 
 @pytest.fixture(scope="module")
 def image_model() -> Any:
-    return pipeline_factory(build=tiny.stable_diffusion)()
+    return pipeline_factory(build=tiny.stable_diffusion, device="cpu")()
 
 
 def _pixels(path: str) -> np.ndarray:
@@ -69,7 +70,7 @@ def test_the_seed_decides_the_pixels(image_model: Any, tmp_path: Path) -> None:
 
 
 def test_cosmos_text_to_image(tmp_path: Path) -> None:
-    model = pipeline_factory(build=tiny.cosmos_text_to_image)()
+    model = pipeline_factory(build=tiny.cosmos_text_to_image, device="cpu")()
     out = model.infer({**tiny.IMAGE_DEFAULTS, "seed": 2, "output_dir": str(tmp_path)})
     assert out["pipeline"] == "Cosmos2TextToImagePipeline" and out["videos"] == []
     assert [Path(p).name for p in out["images"]] == ["image.png"]
@@ -93,7 +94,7 @@ def test_a_pipeline_without_step_callbacks_still_runs(tmp_path: Path) -> None:
         )
         return DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=50))
 
-    model = pipeline_factory(build=build)()
+    model = pipeline_factory(build=build, device="cpu")()
     assert not model.has_callback and model.previewer is None
     out = model.infer({"num_inference_steps": 3, "batch_size": 1, "output_dir": str(tmp_path)})
     assert [Path(p).name for p in out["images"]] == ["image.png"] and out["steps_done"] == 3

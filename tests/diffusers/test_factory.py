@@ -82,7 +82,8 @@ def test_from_pretrained_of_a_checkpoint_folder(
         "tiny-sd", pipeline_class=StableDiffusionPipeline, torch_dtype="bfloat16"
     )()
     assert type(model.pipe).__name__ == "StableDiffusionPipeline"
-    assert model.pipe.unet.dtype == torch.bfloat16 and model.device == "cpu"
+    expected = "cuda:0" if torch.cuda.is_available() else "cpu"  # the rank's GPU, else the CPU
+    assert model.pipe.unet.dtype == torch.bfloat16 and model.device == expected
     assert model.load_seconds > 0
     # Without a class, DiffusionPipeline reads model_index.json and picks it.
     auto = pipeline_factory("tiny-sd")()
@@ -93,9 +94,13 @@ def test_from_pretrained_of_a_checkpoint_folder(
 
 def test_build_options_offload_and_compile(capfd: pytest.CaptureFixture[str]) -> None:
     model = pipeline_factory(
-        build=tiny.stable_diffusion, cpu_offload="model", torch_compile=True, previews=False
+        build=tiny.stable_diffusion,
+        device="cpu",
+        cpu_offload="model",
+        torch_compile=True,
+        previews=False,
     )()
-    assert "cpu_offload='model' ignored: no CUDA device" in capfd.readouterr().out
+    assert "cpu_offload='model' ignored: the pipeline runs on cpu" in capfd.readouterr().out
     assert model.device == "cpu" and model.pipe.device.type == "cpu"
     # compiled in place: the pipeline keeps its UNet object, whose calls now go through dynamo
     assert model.pipe.unet._compiled_call_impl is not None
@@ -105,3 +110,10 @@ def test_build_options_offload_and_compile(capfd: pytest.CaptureFixture[str]) ->
 def test_build_must_return_a_pipeline() -> None:
     with pytest.raises(TypeError, match="build\\(\\) returned dict, not a diffusers pipeline"):
         pipeline_factory(build=dict)()
+
+
+def test_one_gpu_per_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a 2-rank group each rank would run the whole pipeline: refused, saying what to use."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="has 2 ranks: use gpus_per_model=1"):
+        pipeline_factory(build=tiny.stable_diffusion)()

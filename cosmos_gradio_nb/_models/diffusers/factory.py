@@ -104,6 +104,12 @@ class PipelineFactory:
         from .model import DiffusersModel
         from .placement import place
 
+        ranks = int(os.environ.get("WORLD_SIZE", "1"))
+        if ranks > 1:  # every rank would run the whole pipeline and write the same files
+            raise RuntimeError(
+                f"a diffusers pipeline runs on one GPU per worker, but this group has {ranks} "
+                "ranks: use gpus_per_model=1 (num_gpus replicas)"
+            )
         started = time.monotonic()
         pipe = self.load()
         device = place(pipe, self.options)

@@ -41,7 +41,8 @@ def place(pipe: Any, options: FactoryOptions) -> str:
     else:
         if options.cpu_offload:
             print(
-                f"diffusers: cpu_offload={options.cpu_offload!r} ignored: no CUDA device",
+                f"diffusers: cpu_offload={options.cpu_offload!r} ignored: the pipeline runs on "
+                f"{device}",
                 flush=True,
             )
         pipe.to(device)
