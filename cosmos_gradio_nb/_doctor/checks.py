@@ -206,7 +206,12 @@ def _pinned(app: Any, targets: list[GpuTarget]) -> list[Check]:
     checks = []
     for target in targets:
         name = f"worker on GPU {target.device_id}"
-        status = by_group.get(by_gpu.get(target.device_id))
+        if target.device_id not in by_gpu:
+            given = ", ".join(repr(g) for g in sorted(by_gpu)) or "none"
+            detail = f"no worker was given this GPU (CUDA_VISIBLE_DEVICES of the workers: {given})"
+            checks.append(Check(name, False, error or detail, seconds))
+            continue
+        status = by_group.get(by_gpu[target.device_id])
         if status is None:
             checks.append(Check(name, False, error or "no request reached its worker", seconds))
             continue
