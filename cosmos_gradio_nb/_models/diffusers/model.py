@@ -9,6 +9,7 @@ poster frame, and return what status.json should record.
 
 from __future__ import annotations
 
+import inspect
 import secrets
 import tempfile
 import time
@@ -59,9 +60,9 @@ class DiffusersModel:
         self.options = options or FactoryOptions()
         cls = type(pipe)
         self.params = params_model(cls)
-        self.call_names = {a.name for a in call_args(cls)}
-        import inspect
-
+        # The call arguments a request sets (not seed and our fps; not the few the
+        # validator cannot hold, which keep the pipeline's defaults).
+        self.call_names = [a.name for a in call_args(cls) if a.name in self.params.model_fields]
         accepted = inspect.signature(cls.__call__).parameters
         self.has_callback = "callback_on_step_end" in accepted
         self.has_output_type = "output_type" in accepted
