@@ -101,7 +101,6 @@ class PipelineFactory:
 
     def __call__(self) -> Any:
         """In the worker: load, place and wrap the pipeline; the model object the engine serves."""
-        from .model import DiffusersModel
         from .placement import place
 
         ranks = int(os.environ.get("WORLD_SIZE", "1"))
@@ -114,6 +113,8 @@ class PipelineFactory:
         pipe = self.load()
         device = place(pipe, self.options)
         seconds = time.monotonic() - started
+        from .model import DiffusersModel
+
         print(f"diffusers: {type(pipe).__name__} loaded on {device} in {seconds:.1f} s", flush=True)
         return DiffusersModel(pipe, device=device, load_seconds=seconds, options=self.options)
 
