@@ -1,5 +1,7 @@
 """``cosmos-gradio-nb serve``: the standalone server (also ``python -m cosmos_gradio_nb``).
 
+``cosmos-gradio-nb doctor [--json]`` checks this machine instead (see ``_doctor/``).
+
 Starts a :class:`GradioApp` (blocks until the workers are ready), puts the
 default page on it and serves until Ctrl-C or SIGTERM, then stops the page and
 every worker. Anything not given on the command line comes from
@@ -87,7 +89,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface (``serve`` is the only command)."""
+    """The command-line interface: ``serve`` and ``doctor``."""
     from . import __version__
 
     parser = argparse.ArgumentParser(
@@ -123,7 +125,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop cleanly when the process that started us dies (used by the JupyterLab "
         "launcher: jupyter-server-proxy does not always stop its servers)",
     )
+    _add_doctor(sub)
     return parser
+
+
+def _add_doctor(sub: Any) -> None:
+    """The ``doctor`` command: a self-check of this machine (GPUs, workers, collectives)."""
+    doctor = sub.add_parser(
+        "doctor",
+        help="check that workers, GPUs and torch.distributed work on this machine",
+        description="Start real workers as an app would: one sample-model worker per GPU "
+        "(the CUDA_VISIBLE_DEVICES it sees, the device it used), a 2-rank NCCL all-reduce "
+        "with two or more GPUs, GPU memory after terminate() and close(); without a GPU, "
+        "the CPU path (a sample request, terminate(), a 2-rank gloo all-reduce). Exit code "
+        "0 when every check passes, 1 otherwise.",
+    )
+    doctor.add_argument("--json", action="store_true", help="print one JSON report")
+
+
+def _run_doctor(args: argparse.Namespace) -> int:
+    from ._doctor.report import main as doctor_main
+
+    return doctor_main(as_json=args.json)
 
 
 def port_problem(host: str, port: int) -> str | None:
@@ -238,6 +261,8 @@ def serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cosmos-gradio-nb`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
+    if args.command == "doctor":
+        return _run_doctor(args)
     if args.command != "serve":  # pragma: no cover - argparse enforces the choice
         return 2
     stop = threading.Event()

@@ -352,10 +352,130 @@ app.closed""",
     ),
 ]
 
+DIFFUSERS_PIPELINE: list[Cell] = [
+    (
+        "md",
+        """# A diffusers pipeline in a notebook: Cosmos 2.5
+
+`cosmos_gradio_nb.diffusers` serves any diffusers pipeline class in one call:
+`pipeline_params(PipelineClass)` is the validator (its JSON-able `__call__` arguments
+with their defaults and bounds, plus `seed`), and `pipeline_factory(...)` loads the
+pipeline in every worker and serves it, with progress per denoising step, live
+previews, stop without a reload, and PNG/H.264 mp4 outputs.
+
+A real checkpoint is one line (`pip install "cosmos_gradio_nb[diffusers]"`):
+
+```python
+factory = pipeline_factory(
+    "nvidia/Cosmos-Predict2-2B-Video2World",
+    pipeline_class=Cosmos2VideoToWorldPipeline,
+    torch_dtype="bfloat16",
+)
+```
+
+Here, so that the notebook runs on a CPU without downloading anything, the pipeline is
+a real `Cosmos2_5_PredictBasePipeline` built with tiny random weights
+(`cosmos_gradio_nb.samples.tiny_diffusers`): it makes coloured noise, quickly.""",
+    ),
+    (
+        "py",
+        """from diffusers import Cosmos2_5_PredictBasePipeline
+
+from cosmos_gradio_nb import NotebookApp, ValidationError, create_gradio_UI
+from cosmos_gradio_nb.diffusers import pipeline_factory, pipeline_params
+from cosmos_gradio_nb.samples import tiny_diffusers as tiny
+
+app = NotebookApp(
+    pipeline_params(Cosmos2_5_PredictBasePipeline, defaults=tiny.VIDEO_DEFAULTS),
+    factory=pipeline_factory(build=tiny.cosmos_predict),
+    name="diffusers",
+)
+app.wait_ready(timeout=300)
+app""",
+    ),
+    (
+        "md",
+        "The validator comes from the pipeline's signature: its defaults (here replaced by "
+        "small ones) prefill the page's editor, and a typo is refused here, naming the key:",
+    ),
+    (
+        "py",
+        """print(app.default_request)
+try:
+    app.submit({"num_inference_step": 4, "height": 100})
+except ValidationError as err:
+    print("refused:", err)""",
+    ),
+    ("md", "The page, inline; its Generate button runs the pipeline in the worker:"),
+    (
+        "py",
+        """interface = create_gradio_UI(app.infer, header="Cosmos 2.5 (tiny, random weights)")
+interface.launch(height=820)""",
+    ),
+    (
+        "md",
+        "From Python: progress is the denoising step (`fut.progress_message`), and "
+        "status.json records the seed, the steps and the time spent loading, denoising "
+        "and decoding:",
+    ),
+    (
+        "py",
+        """from pathlib import Path
+
+fut = app.infer({"seed": 1, "num_inference_steps": 8})
+result = fut.result(timeout=300)
+status = result.status
+print(fut.progress_message, "| seed", status["seed"], "| steps", status["steps_done"])
+print({k: status[k] for k in ("worker_load_seconds", "denoise_seconds", "decode_seconds")})
+print("preview:", fut.preview and Path(fut.preview).name)  # the latest preview.jpg
+result""",
+    ),
+    (
+        "md",
+        """## Stop without a reload
+
+`terminate()` on a running request becomes diffusers' own interrupt: the pipeline
+skips its remaining steps and decodes what it has (kept as partial files), and the
+worker keeps the model loaded for the next request.""",
+    ),
+    (
+        "py",
+        """import json
+import time
+from concurrent.futures import wait
+
+pid = app.workers()[0].pid
+long = app.infer({"num_inference_steps": 400})
+while (long.progress or 0) < 0.01:
+    time.sleep(0.05)
+long.terminate()
+wait([long], timeout=60)
+record = json.loads((long.output_dir / "status.json").read_text())
+partial = [Path(p).name for p in record["files"].get("partial", [])]
+print("stopped:", long.state, "| its partial video kept:", "video.mp4" in partial)
+app.infer({"num_inference_steps": 1}).result(timeout=120)
+print("the next request ran on the same worker:", app.workers()[0].pid == pid)""",
+    ),
+    ("md", "## History, and closing"),
+    (
+        "py",
+        """from cosmos_gradio_nb import load_results
+
+load_results(app.env.output_dir, limit=3)""",
+    ),
+    (
+        "py",
+        """interface.close()
+app.close()
+app.closed""",
+    ),
+]
+
 NOTEBOOKS = {
     "quickstart.ipynb": QUICKSTART,
     "custom_model.ipynb": CUSTOM_MODEL,
     "scripting.ipynb": SCRIPTING,
+    "diffusers_pipeline.ipynb": DIFFUSERS_PIPELINE,
 }
 
 

@@ -17,7 +17,11 @@ The layers, bottom up (a layer may import any layer below it, never one above)::
 
 ``_core/rich.py`` is the one sanctioned hop up: lazily, for rich display, into the
 notebook layer. ``samples`` is user code: it may use the public package, the core
-and the worker's ``report_progress``.
+and the worker's ``report_progress``. Model adapters run in the worker like user
+code and follow the same rule: ``_models`` (the diffusers adapter's internals) and
+its public front ``diffusers.py`` may use the public package, the core and the
+worker, never the engine, the backends or anything above. ``_doctor.py`` (the GPU
+self-check) sits at the top beside the CLI that runs it.
 """
 
 from __future__ import annotations
@@ -43,12 +47,19 @@ LAYERS = {
     "_notebook": 4,
     "_page": 5,
     "_cli": 6,
+    "_doctor": 6,
     "__main__": 6,
 }
 # Same rank, yet apart: the worker and the engine never import each other.
 APART = {frozenset({"_worker", "_engine"})}
 RICH_HOP = f"{ROOT}._core.rich"
-SAMPLES_MAY_USE = {ROOT, "_core", "_worker", "samples"}
+SAMPLES_MAY_USE = {ROOT, "_core", "_worker", "samples", "diffusers"}
+# User-code-like layers: what each may import (ROOT: the public package itself).
+USER_CODE_MAY_USE = {
+    "samples": SAMPLES_MAY_USE,
+    "_models": {ROOT, "_core", "_worker", "_models"},
+    "diffusers": {ROOT, "_core", "_worker", "_models", "diffusers"},
+}
 
 
 @dataclass(frozen=True)
@@ -149,15 +160,16 @@ def layer_violations(all_edges: list[Edge]) -> list[str]:
             continue  # the sanctioned hop
         if src is None or src == dst:
             continue  # the package root is the public facade; a layer may import itself
-        if src == "samples":
-            if (dst or ROOT) not in SAMPLES_MAY_USE:
+        if src in USER_CODE_MAY_USE:
+            if (dst or ROOT) not in USER_CODE_MAY_USE[src]:
                 problems.append(
-                    f"{where}: the sample model imports {e.target} (user code uses "
-                    "the public package, the core and report_progress)"
+                    f"{where}: {e.source} ({'the sample model' if src == 'samples' else src}, "
+                    f"user code run in the worker) imports {e.target}: it may use only "
+                    f"{', '.join(sorted(USER_CODE_MAY_USE[src]))}"
                 )
             continue
         if dst is None:
-            if src not in ("_cli", "__main__"):
+            if LAYERS.get(src) != LAYERS["_cli"]:  # the top (cli, doctor) may use the facade
                 problems.append(
                     f"{where}: {e.source} imports the package root {ROOT}; "
                     "import the module that defines the name instead"
@@ -272,12 +284,14 @@ def test_the_rules_catch_a_bad_import(tmp_path: Path) -> None:
             "_engine/zz_cycle_b.py": "from . import zz_cycle_a\n",
             "_backends/zz_local_to_ray.py": "from .ray import agent\n",
             "_engine/zz_worker.py": "from .._worker import keeper\n",
+            "_models/zz_engine.py": "from .._engine import pool\n",
         },
     )
     all_edges = edges(copy)
     problems = "\n".join(layer_violations(all_edges))
     assert "cosmos_gradio_nb/_core/zz_upward.py:2" in problems and "above it" in problems
     assert "cosmos_gradio_nb/_engine/zz_worker.py:1" in problems and "beside" in problems
+    assert "cosmos_gradio_nb/_models/zz_engine.py:1" in problems and "user code" in problems
     found = cycles(all_edges)
     assert [c for c in found if "cosmos_gradio_nb._engine.zz_cycle_a" in c], found
     assert not layer_violations(edges())  # and the real package passes
@@ -332,6 +346,17 @@ def test_the_worker_entry_point_stays_light(tmp_path: Path) -> None:
         (copy / "_worker" / "loop.py").read_text() + "\nfrom . import zz_heavy  # noqa\n"
     )
     assert "pydantic_settings" in _loaded_after(WORKER_PROBE, copy)
+
+
+def test_the_diffusers_front_stays_light() -> None:
+    """The validator and the factory are made without torch or diffusers: workers load them."""
+    loaded = _loaded_after(
+        """
+        import cosmos_gradio_nb.diffusers as d
+        d.pipeline_factory("org/model", torch_dtype="bf16")
+        """
+    )
+    assert loaded == [], f"cosmos_gradio_nb.diffusers imports {loaded}"
 
 
 def test_the_ray_agent_stays_light() -> None:

@@ -50,6 +50,7 @@ class _Running:
     last_sent: float = 0.0
     last_fraction: float | None = None
     last_preview: float | None = None
+    model_reports: bool = False  # the model called report_progress: tqdm bars are not forwarded
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -127,6 +128,12 @@ def report_progress(fraction: float | None, message: str = "", *, preview: Any =
     running = _running
     if running is None:
         return
+    running.model_reports = True
+    _report(running, fraction, message, preview)
+
+
+def _report(running: _Running, fraction: float | None, message: str, preview: Any) -> None:
+    """Send one progress report of ``running`` (throttled), or raise if it was asked to stop."""
     if running.stop.is_set():
         raise StopRequested(
             f"request {running.request_id} was asked to stop", request_id=running.request_id
@@ -184,10 +191,18 @@ def install_tqdm_hook() -> bool:
     original_close = std.tqdm.close
 
     def forward(bar: Any) -> None:
+        running = _running
+        if running is None:
+            return
         total = getattr(bar, "total", None)
-        if total:
-            desc = (getattr(bar, "desc", "") or "").rstrip(": ")
-            report_progress(bar.n / total, f"{desc} {int(bar.n)}/{int(total)}".strip())
+        if running.model_reports or getattr(bar, "disable", False) or not total:
+            # The model reports its own progress (its bars would fight it), a hidden bar
+            # is not the user's progress: only a stop is seen through them.
+            if running.stop.is_set():
+                _report(running, None, "", None)  # raises StopRequested
+            return
+        desc = (getattr(bar, "desc", "") or "").rstrip(": ")
+        _report(running, bar.n / total, f"{desc} {int(bar.n)}/{int(total)}".strip(), None)
 
     def update(self: Any, n: float | None = 1) -> Any:
         out = original_update(self, n)

@@ -107,8 +107,9 @@ class SampleVideoModel:
         -------
         dict
             On rank 0: ``videos`` and ``images`` (absolute paths), ``num_frames``,
-            ``fps``, ``width``, ``height``, ``device``, ``world_size``. Other ranks
-            return ``{}``.
+            ``fps``, ``width``, ``height``, ``device``, ``world_size``,
+            ``cuda_visible_devices`` (as this worker sees it) and on CUDA ``gpu_name``
+            (what ``cosmos-gradio-nb doctor`` checks). Other ranks return ``{}``.
         """
         # The UI process already checked the asset folders; here only types, ranges
         # and readability matter (the worker's environment may list other folders).
@@ -148,7 +149,15 @@ class SampleVideoModel:
             "height": p.height,
             "device": str(self.device),
             "world_size": self.world_size,
+            **self._placement(),
         }
+
+    def _placement(self) -> dict[str, Any]:
+        """Where this worker runs, as it sees it: its CUDA_VISIBLE_DEVICES and GPU's name."""
+        out: dict[str, Any] = {"cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+        if self.device.type == "cuda":
+            out["gpu_name"] = torch.cuda.get_device_name(self.device)
+        return out
 
     def _render_distributed(
         self, renderer: _Renderer, n: int, start: int, stop: int

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,56 @@ def test_tqdm_bars_are_forwarded(tmp_path: Path) -> None:
     progress = conn.of("progress")
     assert progress, "no progress forwarded from tqdm"
     assert progress[-1]["fraction"] == 1.0 and progress[-1]["message"] == "denoise 10/10"
+
+
+def test_hidden_bars_and_a_model_reporting_itself_are_not_forwarded(tmp_path: Path) -> None:
+    """A disabled bar reports nothing; once ``infer`` calls report_progress, its bars
+    (a pipeline's inner loop, a VAE's) no longer overwrite what it says."""
+    from tqdm import tqdm
+
+    class Mixed:
+        def infer(self, args: dict[str, Any]) -> None:
+            for _ in tqdm(range(10), desc="hidden", mininterval=0, disable=True):
+                pass
+            report_progress(0.5, "mine")
+            for _ in tqdm(range(10), desc="inner", mininterval=0, disable=False):
+                pass
+
+    assert install_tqdm_hook()
+    conn = FakeConn([infer_msg(tmp_path), infer_msg(tmp_path, "r2"), {"type": "shutdown"}])
+    serve(conn, Mixed())
+    messages = [m["message"] for m in conn.of("progress")]
+    assert messages == ["mine", "mine"], messages  # one per request: bars silent after it
+
+
+def test_a_stop_is_seen_through_a_hidden_bar(tmp_path: Path) -> None:
+    """A pipeline whose bar is disabled still stops at its next step (diffusers calls
+    ``update()`` on its bar; tqdm iterates a disabled bar without any call we could see)."""
+    from tqdm import tqdm
+
+    class Hidden:
+        def __init__(self) -> None:
+            self.started = threading.Event()
+
+        def infer(self, args: dict[str, Any]) -> dict[str, Any]:
+            self.started.set()
+            with tqdm(total=1000, disable=True) as bar:
+                for _ in range(1000):
+                    time.sleep(0.01)
+                    bar.update()
+            return {}
+
+    assert install_tqdm_hook()
+    model = Hidden()
+    (tmp_path / "r1").mkdir()
+    conn = FakeConn([infer_msg(tmp_path)])
+    thread = run_in_thread(conn, model)
+    assert model.started.wait(5)
+    conn.incoming.put({"type": "stop", "id": "r1"})
+    assert wait_sent(conn, "stopped")[0]["how"] == "raised StopRequested"
+    conn.incoming.put({"type": "shutdown"})
+    thread.join(5)
+    assert not thread.is_alive() and not conn.of("progress")
 
 
 def test_report_progress_outside_a_worker_is_a_no_op() -> None:
