@@ -183,9 +183,6 @@ def _generate_tab(default_text: str, limit_mb: float, help_md: str) -> dict[str,
                     elem_id="cg-upload-path",
                 )
                 c["insert"] = gr.Button("Insert into request", size="sm", elem_id="cg-insert")
-            if help_md:
-                with gr.Accordion("Parameters", open=False):
-                    gr.Markdown(help_md, elem_id="cg-help")
         with gr.Column(scale=3, min_width=420):
             c["video"] = gr.Video(
                 label="Video",
@@ -207,6 +204,9 @@ def _generate_tab(default_text: str, limit_mb: float, help_md: str) -> dict[str,
             c["file_links"] = gr.HTML("", elem_id="cg-files")
             with gr.Accordion("Status JSON", open=False):
                 c["status_json"] = gr.JSON(elem_id="cg-status-json")
+    if help_md:  # full width: a pipeline's table has long types and descriptions
+        with gr.Accordion("Parameters", open=False):
+            gr.Markdown(help_md, elem_id="cg-help")
     return c
 
 

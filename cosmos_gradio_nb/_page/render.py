@@ -67,6 +67,12 @@ CSS = (
 #cg-header-info code { font-size: 12px; }
 .cg-note { font-size: 13px; color: var(--body-text-color-subdued); min-height: 1.2em; }
 .cg-thumb { max-width: 64px; max-height: 48px; display: block; }
+#cg-help table { display: block; overflow-x: auto; font-size: 12px; max-width: 100%; }
+#cg-help th, #cg-help td { word-break: normal; overflow-wrap: normal; padding: 4px 6px;
+                           vertical-align: top; }
+#cg-help td:nth-child(1), #cg-help td:nth-child(2) { white-space: nowrap; }
+#cg-help td:nth-child(3) { max-width: 16em; overflow-wrap: anywhere; }
+#cg-help td:nth-child(4) { min-width: 20em; }
 """
     + _BADGE_CSS
 )
