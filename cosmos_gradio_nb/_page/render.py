@@ -67,6 +67,8 @@ CSS = (
 #cg-header-info code { font-size: 12px; }
 .cg-note { font-size: 13px; color: var(--body-text-color-subdued); min-height: 1.2em; }
 .cg-thumb { max-width: 64px; max-height: 48px; display: block; }
+.cg-zip-link { display: inline-block; padding: 4px 12px; border-radius: 6px; font-size: 13px;
+               border: 1px solid var(--border-color-primary); text-decoration: none; }
 """
     + _BADGE_CSS
 )
