@@ -226,16 +226,17 @@ class PageGuard:
             if body is None:
                 return  # refused, answered
             receive = body
-        if method in ("GET", "HEAD") and self.static:
-            for route, (content, kind) in self.static.items():
-                if path == route or path.endswith(route):
-                    await answer_bytes(send, content, kind, head=method == "HEAD")
-                    return
-        if method in ("GET", "HEAD") and self.zips is not None and _ZIP_ROUTE in path:
-            token = path.partition(_ZIP_ROUTE)[2].split("/", 1)[0]
-            await self.zips.serve(token, receive, send, head=method == "HEAD")
-            return
         target = file_route_path(path) if method in ("GET", "HEAD") else None
+        if target is None and method in ("GET", "HEAD"):
+            head = method == "HEAD"
+            for route, (content, kind) in self.static.items():
+                if path.endswith(route):  # the page's root may be mounted under a prefix
+                    await answer_bytes(send, content, kind, head=head)
+                    return
+            if self.zips is not None and _ZIP_ROUTE in path:
+                token = path.partition(_ZIP_ROUTE)[2].split("/", 1)[0]
+                await self.zips.serve(token, receive, send, head=head)
+                return
         if target is None:
             await self.app(scope, receive, send)
             return

@@ -211,6 +211,20 @@ def test_a_nul_byte_in_a_file_url_is_404_in_one_line_without_a_traceback(server:
     assert "Traceback" not in _printed_since(server, mark)
 
 
+def test_the_pages_own_routes_never_shadow_a_served_file(server: Served) -> None:
+    mine = server.uploads_dir / "20990101-000000_mine"
+    mine.mkdir(parents=True, exist_ok=True)
+    (mine / "cosmos_example.png").write_bytes(b"\x89PNG not the example")
+    (mine / "cosmos_zip").mkdir(exist_ok=True)
+    (mine / "cosmos_zip" / "x.png").write_bytes(b"\x89PNG not a zip")
+    for name, body in (("cosmos_example.png", b"not the example"), ("cosmos_zip/x.png", b"zip")):
+        r = requests.get(f"{server.url}gradio_api/file={mine / name}", timeout=10)
+        assert r.status_code == 200 and body in r.content, (name, r.status_code, r.content[:80])
+    example = requests.get(server.url + "cosmos_example.png", timeout=10)
+    assert example.headers["content-type"] == "image/png" and example.content.startswith(b"\x89PNG")
+    assert b"not the example" not in example.content
+
+
 def test_every_refused_api_request_prints_one_line_in_the_server_terminal(
     server: Served, tmp_path: Path
 ) -> None:
