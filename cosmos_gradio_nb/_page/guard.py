@@ -41,7 +41,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from .asgi import (
     ASGIApp,
@@ -56,7 +56,7 @@ from .asgi import (
     nosniff,
 )
 
-__all__ = ["DRAIN_LIMIT", "GuardPolicy", "PageGuard", "file_route_path"]
+__all__ = ["DRAIN_LIMIT", "GuardPolicy", "PageGuard", "file_route_path", "guarded_app_kwargs"]
 
 log = logging.getLogger("cosmos_gradio_nb.ui")
 
@@ -323,3 +323,32 @@ class PageGuard:
         if cut is not None and not started:
             log.warning("refused %s: %s", path, cut)
             await answer_json(send, 413, cut, close=True)
+
+
+def guarded_app_kwargs(demo: Any, app_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """``launch``'s ``app_kwargs`` for a page: plus its guard (a middleware, with the upload
+    cache's quota, the zips and the API example), and the quota's timer (a lifespan)."""
+    from starlette.middleware import Middleware
+
+    from .cache import UploadCache
+    from .examples import EXAMPLE_ROUTE, ExampleFile, example_png
+
+    app_kwargs = dict(app_kwargs or {})
+    policy: GuardPolicy = demo._cosmos_guard
+    max_age = float(demo.cosmos_backend.env.upload_cache_max_age)
+    cache = UploadCache.of_blocks(demo, policy.max_upload_request_bytes or 0, max_age)
+    watchers: list[BodyWatcher] = [cache, ExampleFile(cache.root)]
+    guard = Middleware(
+        PageGuard,
+        policy=policy,
+        cache=cache,
+        zips=demo.cosmos_files.zips,
+        static={EXAMPLE_ROUTE: (example_png(), "image/png")},  # /upload_file's example
+        watchers=watchers,
+    )
+    every = (demo.delete_cache or (3600, 0))[0]
+    return {
+        **app_kwargs,
+        "middleware": [*(app_kwargs.get("middleware") or []), guard],
+        "lifespan": cache.lifespan(every, app_kwargs.get("lifespan")),
+    }

@@ -13,7 +13,10 @@ Generate has no Gradio concurrency limit, the engine's queue does the scheduling
 The returned Blocks fills in safe ``launch()`` defaults: only ``OUTPUT_DIR``,
 ``UPLOADS_DIR`` and ``LOG_FILE`` are servable (``allowed_paths``), uploads are
 capped (``max_file_size``), errors reach the page (``show_error``), and binding a
-non-loopback address without ``auth`` prints a warning.
+non-loopback address without ``auth`` prints a warning. Every launch puts the
+page's guard in front of Gradio (``guard.guarded_app_kwargs``: request bodies,
+served files, the upload cache's quota, the file browser's zips, the API
+example), and an input Gradio itself refuses is logged in one line.
 """
 
 import json
@@ -27,11 +30,10 @@ from .._core.settings import parse_auth
 from .._core.uploads import max_upload_mb as resolve_upload_mb
 from .api import LATEST, ApiEndpoints, input_refusal
 from .backend import Backend
-from .cache import UploadCache
-from .examples import EXAMPLE_ROUTE, ExampleFile, example_png, set_file_example, set_text_example
+from .examples import set_file_example, set_text_example
 from .files import FileBrowser
 from .generate import GeneratePanel
-from .guard import BodyWatcher, GuardPolicy, PageGuard
+from .guard import GuardPolicy, guarded_app_kwargs
 from .history_panel import HistoryPanel
 from .layout import Page, build_page
 from .render import CSS, header_info_html, schema_markdown
@@ -65,7 +67,7 @@ def _cosmos_blocks() -> Any:
         cosmos_files: FileBrowser
 
         def launch(self, *args: Any, **kwargs: Any) -> Any:
-            kwargs["app_kwargs"] = _guarded(self, kwargs.pop("app_kwargs", None))
+            kwargs["app_kwargs"] = guarded_app_kwargs(self, kwargs.pop("app_kwargs", None))
             allowed = list(kwargs.pop("allowed_paths", None) or [])
             kwargs["allowed_paths"] = allowed + list(self._cosmos_allowed)
             kwargs.setdefault("max_file_size", self._cosmos_max_bytes)
@@ -103,34 +105,6 @@ def _cosmos_blocks() -> Any:
 
     _blocks_cls = CosmosBlocks
     return CosmosBlocks
-
-
-def _guarded(demo: Any, app_kwargs: dict[str, Any] | None) -> dict[str, Any]:
-    """``app_kwargs`` plus the page's guard (middleware) and the cache quota's timer (lifespan)."""
-    from starlette.middleware import Middleware
-
-    app_kwargs = dict(app_kwargs or {})
-    env = demo.cosmos_backend.env
-    policy: GuardPolicy = demo._cosmos_guard
-    cache = UploadCache.of_blocks(
-        demo, policy.max_upload_request_bytes or 0, float(env.upload_cache_max_age)
-    )
-    static = {EXAMPLE_ROUTE: (example_png(), "image/png")}  # /upload_file's example
-    watchers: list[BodyWatcher] = [cache, ExampleFile(cache.root)]
-    guard = Middleware(
-        PageGuard,
-        policy=policy,
-        cache=cache,
-        zips=demo.cosmos_files.zips,
-        static=static,
-        watchers=watchers,
-    )
-    every = (demo.delete_cache or (3600, 0))[0]
-    return {
-        **app_kwargs,
-        "middleware": [*(app_kwargs.get("middleware") or []), guard],
-        "lifespan": cache.lifespan(every, app_kwargs.get("lifespan")),
-    }
 
 
 @public
