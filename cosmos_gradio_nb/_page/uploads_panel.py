@@ -22,6 +22,11 @@ from .backend import Backend
 __all__ = ["UploadsPanel", "forget_cached_upload"]
 
 
+def _source(file: Any) -> str:
+    """Where Gradio put an uploaded file (a path, or an object naming one)."""
+    return str(getattr(file, "name", None) or getattr(file, "path", None) or file)
+
+
 def _in_cache(path: str | Path) -> bool:
     """Whether ``path`` lies in Gradio's cache (only a file there is ours to move)."""
     from gradio.utils import get_upload_folder
@@ -77,7 +82,7 @@ class UploadsPanel:
 
         Returns ``(stored path, "")``, or ``(None, why it was refused)``.
         """
-        src = getattr(file, "name", None) or getattr(file, "path", None) or str(file)
+        src = _source(file)
         original = getattr(file, "orig_name", None) or Path(src).name
         try:
             stored = store_upload(
@@ -109,6 +114,9 @@ class UploadsPanel:
         if not files:
             return skip(), skip(), ""
         items = files if isinstance(files, list) else [files]
+        # The same file twice in one upload is one cached file (same content, same name):
+        # stored once, since storing moves it.
+        items = list({_source(item): item for item in items}.values())
         stored: list[Path] = []
         refused: list[str] = []
         for item in items:

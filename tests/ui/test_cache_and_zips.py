@@ -167,3 +167,20 @@ def test_a_nul_byte_is_no_such_file_for_the_guard(tmp_path: Path) -> None:
     assert policy.too_big(5000, upload=False) is None
     assert "more than" in str(policy.too_big(10**7, upload=False, counted=True))
     assert policy.too_big(10**12, upload=True) is None  # no upload bound given
+
+
+def test_an_upload_leaves_gradios_cache_moved_once_even_when_sent_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cosmos_gradio_nb._page.backend import Backend
+    from cosmos_gradio_nb._page.uploads_panel import UploadsPanel
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("UPLOADS_DIR", str(tmp_path / "uploads"))
+    cached = _cached(tmp_path / "cache", "twice.png", 3000, age=0)
+    inode = cached.stat().st_ino
+    panel = UploadsPanel(Backend(lambda params: params), upload_limit_mb=1)
+    _choices, last, message = panel.on_upload([str(cached), str(cached)])
+    stored = Path(last)
+    assert message.count("Stored as") == 1 and "refused" not in message
+    assert stored.stat().st_ino == inode and not cached.exists() and not cached.parent.exists()
