@@ -7,7 +7,6 @@ trip through a GPU worker.
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator
@@ -67,37 +66,12 @@ def problem_lines(errors: list[dict[str, Any]]) -> tuple[list[str], str | None]:
     return lines, first_key
 
 
-def _name_unknown(errors: list[dict[str, Any]], known: Iterable[str]) -> list[dict[str, Any]]:
-    """Unknown keys first, each with the nearest known key, then the value errors.
-
-    A pydantic model with ``extra="forbid"`` reports an unknown key as "Extra inputs
-    are not permitted" among the others; a user fixing a request by hand wants both
-    kinds at once and the key they probably meant.
-    """
-    names = sorted(str(k) for k in known)
-    unknown, other = [], []
-    for err in errors:
-        if err.get("type") != "extra_forbidden":
-            other.append(err)
-            continue
-        key = str(err.get("loc", ("",))[-1])
-        close = difflib.get_close_matches(key, names, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(names)}"
-        unknown.append({**err, "msg": f"unknown parameter; {hint}"})
-    return unknown + other
-
-
-def from_pydantic(exc: Any, known: Iterable[str] | None = None) -> ValidationError:
-    """Our ValidationError for a pydantic one: one line per problem (at most 20), ``key`` set.
-
-    ``known``: the model's field names, to suggest one for an unknown key.
-    """
+def from_pydantic(exc: Any) -> ValidationError:
+    """Our ValidationError for a pydantic one: one line per problem (at most 20), ``key`` set."""
     try:
         errors = exc.errors(include_url=False)
     except Exception:  # an error that cannot list its problems: its text, bounded
         return ValidationError(str(exc)[:2000])
-    if known is not None:
-        errors = _name_unknown(list(errors), known)
     # Only the shown problems are formatted: a request with 100,000 unknown keys must
     # not cost 100,000 lines (nor a 14 MB message).
     lines, key = problem_lines(errors[:MAX_PROBLEMS])
@@ -142,7 +116,7 @@ def make_validator(validator: Any | None) -> Validator:
             try:
                 return dict(model.model_validate(params).model_dump(mode="json"))
             except pydantic.ValidationError as exc:
-                raise from_pydantic(exc, known=model.model_fields) from None
+                raise from_pydantic(exc) from None
 
         return validate_model
 
