@@ -136,31 +136,33 @@ def _iframe_html(src: str, height: int | str, width: int | str = "100%") -> str:
 # The outputs showing each page's iframe, so that closing the page replaces them by a note:
 # an iframe left on a closed server keeps polling it, and behind jupyter-server-proxy every
 # failed poll is a traceback in JupyterLab's log.
-_shown: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
+_shown: weakref.WeakKeyDictionary[Any, list[tuple[Any, str]]] = weakref.WeakKeyDictionary()
 
 
-def _show(demo: Any, html_text: str, plain: str) -> None:
+def _show(demo: Any, src: str, html_text: str, plain: str) -> None:
     from IPython.display import display
 
     handle = display({"text/html": html_text, "text/plain": plain}, raw=True, display_id=True)
     if handle is not None:
         with _lock:
-            _shown.setdefault(demo, []).append(handle)
+            _shown.setdefault(demo, []).append((handle, src))
 
 
 def _closed_note(demo: Any) -> None:
     """Replace every output still showing ``demo``'s iframe by a note that it is closed."""
     with _lock:
-        handles = _shown.pop(demo, [])
-    note = (
-        '<div class="cosmos-gradio-closed" style="font-size:13px;padding:8px 12px;'
-        'border:1px solid #d1d5db;border-radius:6px;color:#4b5563">'
-        "The Gradio page that was shown here is closed (<code>close()</code>, or launched "
-        "again). Run <code>launch()</code> to open it again.</div>"
-    )
-    for handle in handles:
+        shown = _shown.pop(demo, [])
+    for handle, src in shown:
+        text = (
+            f"The Gradio page at {src} that was shown here is closed (close(), or launched "
+            "again). Run launch() to open it again."
+        )
+        note = (
+            '<div class="cosmos-gradio-closed" style="font-size:13px;padding:8px 12px;'
+            f'border:1px solid #d1d5db;border-radius:6px;color:#4b5563">{esc(text)}</div>'
+        )
         try:
-            handle.update({"text/html": note, "text/plain": "Cosmos Gradio UI (closed)"}, raw=True)
+            handle.update({"text/html": note, "text/plain": text}, raw=True)
         except Exception:  # no kernel to send it through any more: nothing shows it either
             pass
 
@@ -268,7 +270,12 @@ def notebook_launch(
         return result
     if src is None:
         src = f"http://{host}:{port}/"
-    _show(demo, _iframe_html(src, height, width), f"Cosmos Gradio UI at {src} ({frontend.reason})")
+    _show(
+        demo,
+        src,
+        _iframe_html(src, height, width),
+        f"Cosmos Gradio UI at {src} ({frontend.reason})",
+    )
     return result
 
 
