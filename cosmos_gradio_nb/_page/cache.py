@@ -156,22 +156,23 @@ class UploadCache:
             partial = self._partial_uploads(now)
             report.total_bytes = sum(e.size for e in entries) + sum(e.size for e in partial)
             expired = [e for e in partial if now - e.mtime > self.max_age]
-            doomed = expired + self._over_quota(
+            over = self._over_quota(
                 report.total_bytes - sum(e.size for e in expired),
                 [e for e in partial if now - e.mtime <= self.max_age],
                 [e for e in entries if str(e.path) not in keep],
             )
+            doomed = expired + over
             for entry in doomed:
                 with contextlib.suppress(OSError):
                     entry.path.unlink()
                     report.deleted.append(entry.path)
             report.kept_bytes = report.total_bytes - sum(e.size for e in doomed)
             report.folders_removed = self._remove_empty_folders({e.path.parent for e in doomed})
-            if report.deleted:
+            if over:
                 log.warning(
-                    "upload cache over UPLOAD_CACHE_MAX_MB (%g MB): deleted %d oldest file(s)",
+                    "upload cache over UPLOAD_CACHE_MAX_MB (%g MB): deleted its %d oldest file(s)",
                     self.max_bytes / 1024 / 1024,
-                    len(report.deleted),
+                    len(over),
                 )
             return report
 

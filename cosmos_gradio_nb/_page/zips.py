@@ -7,7 +7,8 @@ is built in a private temporary folder, and the page's guard serves it itself
 under ``cosmos_zip/<token>/<name>.zip`` (a link in the page, relative like the
 log's, so it works behind jupyter-server-proxy too), streaming it from disk and
 deleting it once the last byte is sent. The token is a random 128-bit secret
-handed only to the page session that asked for the zip.
+handed only to the page session that asked for the zip: it, not the page's login
+(``--auth``, which the guard's own routes do not see), is what guards the link.
 
 :class:`ZipStore` keeps at most one zip per page session (a new one replaces
 it; the session's end, when its tab closes, deletes it), and at most
