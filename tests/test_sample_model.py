@@ -257,6 +257,20 @@ def test_validator_errors_name_the_key(deploy_dirs: Path) -> None:
         assert fragment in str(info.value), (params, str(info.value))
 
 
+def test_an_unknown_key_and_bad_values_are_reported_together(deploy_dirs: Path) -> None:
+    validate = make_validator(SampleParams)
+    with pytest.raises(ValidationError) as info:
+        validate({"num_frame": 5, "fps": 100, "width": 33, "seed": -1})
+    lines = str(info.value).splitlines()
+    assert lines == [
+        "num_frame: unknown parameter; did you mean 'num_frames'? (got 5)",
+        "seed: Input should be greater than or equal to 0 (got -1)",
+        "fps: fps must be between 1 and 60 (got 100)",
+        "width: width must be even for H.264 (got 33)",
+    ]
+    assert info.value.key == "num_frame"
+
+
 def test_validator_accepts_output_dir_and_empty_image() -> None:
     out = SampleParams.model_validate({"output_dir": "/somewhere", "image": "  "})
     assert out.image is None

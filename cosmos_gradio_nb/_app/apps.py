@@ -24,6 +24,7 @@ from .._engine.config import EngineConfig
 from .._engine.future import InferenceFuture
 from .._engine.pool import BackendFactory, WorkerPool
 from .._engine.request import RequestInfo, WorkerInfo, new_request
+from .arguments import check_arguments, constructor_signature, parameters_doc
 
 __all__ = ["GradioApp", "NotebookApp", "WorkerInfo"]
 
@@ -113,32 +114,18 @@ def _backend_factory(env: DeploymentEnv) -> BackendFactory:
 class _BaseApp:
     """What both apps share: settings, validation, the worker pool and the history.
 
-    Parameters
-    ----------
-    validator:
-        A callable ``dict -> dict`` that raises on bad parameters, or a pydantic model
-        class; it runs in this process before anything is queued.
-    factory_module, factory_function:
-        Where the workers find the model factory (the seed's way).
-    factory:
-        Instead: the factory itself (``create_worker``, defined anywhere, even in a
-        notebook), or ``"package.module:function"``.
-    name:
-        A NotebookApp replaces a live app of the same name (default: the factory).
-    env:
-        A :class:`DeploymentEnv` to start from (default: read the environment).
-    model_name ... max_upload_mb:
-        The settings of :class:`DeploymentEnv`, each overriding its environment
-        variable (``num_gpus`` overrides ``NUM_GPUS``); see its fields for their meaning.
-    max_queue_size:
-        Refuse new requests with QueueFullError past this many waiting (default: no limit).
-    worker_env:
-        Extra environment variables for the workers.
-    echo_logs:
-        Also copy worker output to this process's stderr (the server does).
-    history_size:
-        How many of this app's futures ``history`` keeps.
+    The constructor's parameters are documented on the public classes
+    (:func:`~.arguments.parameters_doc`).
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        check_arguments(cls, args, kwargs)  # a wrong keyword named on the public class
+        return super().__new__(cls)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # inspect.signature(App) and help(App) show __init__'s parameters, not __new__'s.
+        cls.__signature__ = constructor_signature(cls.__init__)  # type: ignore[attr-defined]
 
     def __init__(
         self,
@@ -171,6 +158,7 @@ class _BaseApp:
         max_upload_mb: float | None = None,
         max_request_kb: float | None = None,
         upload_cache_max_age: float | None = None,
+        upload_cache_max_mb: float | None = None,
         max_queue_size: int | None = None,
         worker_env: dict[str, str] | None = None,
         echo_logs: bool = False,
@@ -407,7 +395,6 @@ class NotebookApp(_BaseApp):
     closes the old one first, so re-running a cell never piles up workers; a
     mistake in the new app's arguments raises before the old one is touched.
     Displaying the app in a notebook shows a live panel of its workers and jobs.
-    See :class:`_BaseApp` for the parameters.
     """
 
     def _before_start(self) -> None:
@@ -436,7 +423,7 @@ class GradioApp(_BaseApp):
 
     ``GradioApp(validator, factory_module, factory_function)`` keeps the seed's
     signature; ``submit`` gives a future as on :class:`NotebookApp`. The wait is
-    bounded by ``STARTUP_TIMEOUT``. See :class:`_BaseApp` for the parameters.
+    bounded by ``STARTUP_TIMEOUT``.
     """
 
     def _after_start(self) -> None:
@@ -450,6 +437,10 @@ class GradioApp(_BaseApp):
         """Run one request and return its result (blocking)."""
         result: InferenceResult = self.submit(params, timeout=timeout).result()
         return result
+
+
+for _app in (NotebookApp, GradioApp):  # help(NotebookApp) lists what it takes
+    _app.__doc__ = (_app.__doc__ or "").rstrip() + "\n" + parameters_doc()
 
 
 def _attach_bar(futures: list[InferenceFuture], label: str) -> None:

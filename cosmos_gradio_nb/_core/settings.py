@@ -137,6 +137,12 @@ class DeploymentEnv(BaseSettings):
         "deletes it; refused uploads are deleted at once.",
         gt=0,
     )
+    upload_cache_max_mb: float = _setting(
+        2048.0,
+        "Size quota of the page's files in Gradio's upload cache (MB): past it the oldest "
+        "that no request names are deleted as uploads arrive; at least MAX_UPLOAD_MB.",
+        gt=0,
+    )
     # These three are about how the page is served and shown, not about an app: they
     # are read from the environment (or given to ``launch``), not app keywords.
     auth: str | None = _setting(
@@ -177,6 +183,11 @@ class DeploymentEnv(BaseSettings):
                 f"NUM_GPUS={self.num_gpus} is not a multiple of GPUS_PER_MODEL={per_model}: "
                 "each model group needs the same number of GPUs"
             )
+        if self.upload_cache_max_mb < self.max_upload_mb:
+            raise ValueError(
+                f"UPLOAD_CACHE_MAX_MB={self.upload_cache_max_mb:g} is below MAX_UPLOAD_MB="
+                f"{self.max_upload_mb:g}: one upload would not fit in the upload cache"
+            )
         return self
 
     def __init__(self, **values: Any) -> None:
@@ -187,9 +198,12 @@ class DeploymentEnv(BaseSettings):
             problems = []
             fields = {env_var(f).lower(): f for f in type(self).model_fields}
             for err in exc.errors():
-                loc = str(err["loc"][0]).lower() if err["loc"] else ""
+                if not err["loc"]:  # a check across settings: its message names them
+                    problems.append(str(err["msg"]).removeprefix("Value error, "))
+                    continue
+                loc = str(err["loc"][0]).lower()
                 field = fields.get(loc, loc)
-                name = env_var(field) if field in type(self).model_fields else "NUM_GPUS"
+                name = env_var(field) if field in type(self).model_fields else loc.upper()
                 shown = "(hidden)" if field == "auth" else repr(err.get("input"))
                 problems.append(f"{name}: {err['msg']} (got {shown})")
             raise ValidationError(

@@ -2,7 +2,8 @@
 
 Gradio writes an upload into its own cache first; :func:`store_upload` then
 checks it (Gradio enforces ``max_file_size`` but not ``file_types`` on the
-server) and copies it to ``UPLOADS_DIR/<unique folder>/<sanitized name>``,
+server) and moves it (the page; a rename, so a 500 MB upload is written once) or
+copies it to ``UPLOADS_DIR/<unique folder>/<sanitized name>``,
 the folder that validators such as :func:`cosmos_gradio_nb.check_asset_path`
 accept. The unique folder means two uploads of ``input.png`` never collide,
 and the sanitized name means a crafted file name cannot climb out of it.
@@ -40,6 +41,7 @@ __all__ = [
     "list_uploads",
     "max_upload_mb",
     "sanitize_filename",
+    "sniff_extension",
     "store_upload",
 ]
 
@@ -109,8 +111,9 @@ def store_upload(
     *,
     original_name: str | None = None,
     max_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    move: bool = False,
 ) -> Path:
-    """Check one uploaded file and copy it to ``uploads_dir/<unique>/<safe name>``.
+    """Check one uploaded file and copy (or move) it to ``uploads_dir/<unique>/<safe name>``.
 
     Parameters
     ----------
@@ -119,9 +122,14 @@ def store_upload(
     uploads_dir:
         ``UPLOADS_DIR``; created if missing.
     original_name:
-        The name the browser sent (defaults to ``src``'s name); it is sanitized.
+        The name the browser sent (defaults to ``src``'s name); it is sanitized. A name
+        without an extension gets the one of its content when that is an image or a
+        video (:func:`sniff_extension`), else it is refused.
     max_mb:
         Size limit in MB; checked here too, not only by Gradio.
+    move:
+        Move ``src`` rather than copy it (a rename when both lie on one file system);
+        the stored file gets the permissions a new file gets. A refused file stays.
 
     Returns
     -------
@@ -136,6 +144,9 @@ def store_upload(
     src_path = Path(src)
     name = sanitize_filename(original_name or src_path.name)
     ext = Path(name).suffix.lower()
+    if not ext:  # a browser's or a client's Blob ("blob"): typed by its first bytes, if media
+        ext = sniff_extension(src_path) or ""
+        name = f"{name}{ext}"
     if ext not in ALLOWED_EXTENSIONS:
         allowed = ", ".join(sorted(ALLOWED_EXTENSIONS))
         raise UploadRejected(
@@ -151,8 +162,55 @@ def store_upload(
     )
     folder.mkdir(parents=True, exist_ok=False)
     dest = folder / name
-    shutil.copyfile(src_path, dest)
+    if move:
+        shutil.move(src_path, dest)
+        dest.chmod(0o666 & ~_umask())  # Gradio's cache files are private (0600)
+    else:
+        shutil.copyfile(src_path, dest)
     return dest
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it (Linux), else the usual 022."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
+# First bytes of the image and video formats the page accepts (never text: no HTML or SVG).
+_SIGNATURES: list[tuple[int, bytes, str]] = [
+    (0, b"\x89PNG\r\n\x1a\n", ".png"),
+    (0, b"\xff\xd8\xff", ".jpg"),
+    (0, b"GIF87a", ".gif"),
+    (0, b"GIF89a", ".gif"),
+    (8, b"WEBP", ".webp"),
+    (8, b"AVI ", ".avi"),
+    (0, b"BM", ".bmp"),
+    (0, b"II*\x00", ".tif"),
+    (0, b"MM\x00*", ".tif"),
+    (4, b"ftypqt", ".mov"),
+    (4, b"ftyp", ".mp4"),
+    (0, b"\x1a\x45\xdf\xa3", ".mkv"),
+]
+
+
+def sniff_extension(path: str | os.PathLike[str]) -> str | None:
+    """The extension of an image or video file, from its first bytes; None if not one."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return None
+    for offset, magic, ext in _SIGNATURES:
+        if head[offset : offset + len(magic)] == magic:
+            if ext in (".webp", ".avi") and not head.startswith(b"RIFF"):
+                continue
+            return ext
+    return None
 
 
 def list_uploads(uploads_dir: str | os.PathLike[str], limit: int = 200) -> list[Path]:

@@ -22,6 +22,11 @@ where the notebook is shown and do what works there:
 Re-running a cell must not pile up servers: launching on a port where a server of
 ours already runs closes that one first, and so does launching the same UI (or
 another UI of the same app) again without a port.
+
+Closing a page (``interface.close()``, or a launch that replaces it) replaces every
+cell output that shows its iframe by a note saying so: an iframe left on a closed
+server would keep polling it (behind jupyter-server-proxy, a traceback in
+JupyterLab's log each time).
 """
 
 from __future__ import annotations
@@ -128,10 +133,38 @@ def _iframe_html(src: str, height: int | str, width: int | str = "100%") -> str:
     )
 
 
-def _show(html_text: str, plain: str) -> None:
+# The outputs showing each page's iframe, so that closing the page replaces them by a note:
+# an iframe left on a closed server keeps polling it, and behind jupyter-server-proxy every
+# failed poll is a traceback in JupyterLab's log.
+_shown: weakref.WeakKeyDictionary[Any, list[tuple[Any, str]]] = weakref.WeakKeyDictionary()
+
+
+def _show(demo: Any, src: str, html_text: str, plain: str) -> None:
     from IPython.display import display
 
-    display({"text/html": html_text, "text/plain": plain}, raw=True)
+    handle = display({"text/html": html_text, "text/plain": plain}, raw=True, display_id=True)
+    if handle is not None:
+        with _lock:
+            _shown.setdefault(demo, []).append((handle, src))
+
+
+def _closed_note(demo: Any) -> None:
+    """Replace every output still showing ``demo``'s iframe by a note that it is closed."""
+    with _lock:
+        shown = _shown.pop(demo, [])
+    for handle, src in shown:
+        text = (
+            f"The Gradio page at {src} that was shown here is closed (close(), or launched "
+            "again). Run launch() to open it again."
+        )
+        note = (
+            '<div class="cosmos-gradio-closed" style="font-size:13px;padding:8px 12px;'
+            f'border:1px solid #d1d5db;border-radius:6px;color:#4b5563">{esc(text)}</div>'
+        )
+        try:
+            handle.update({"text/html": note, "text/plain": text}, raw=True)
+        except Exception:  # no kernel to send it through any more: nothing shows it either
+            pass
 
 
 def _show_vscode(port: int, app: Any, frontend: Frontend) -> None:
@@ -237,7 +270,12 @@ def notebook_launch(
         return result
     if src is None:
         src = f"http://{host}:{port}/"
-    _show(_iframe_html(src, height, width), f"Cosmos Gradio UI at {src} ({frontend.reason})")
+    _show(
+        demo,
+        src,
+        _iframe_html(src, height, width),
+        f"Cosmos Gradio UI at {src} ({frontend.reason})",
+    )
     return result
 
 
@@ -272,4 +310,14 @@ def install_launch(demo: Any, app: Any = None) -> Any:
 
     launch._cosmos_notebook_launch = True  # type: ignore[attr-defined]
     demo.launch = launch
+    original_close = demo.close
+
+    @functools.wraps(original_close)
+    def close(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return original_close(*args, **kwargs)
+        finally:
+            _closed_note(demo)  # the cells showing it stop polling a dead server
+
+    demo.close = close
     return demo

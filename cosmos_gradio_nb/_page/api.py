@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,12 +29,34 @@ from .backend import Backend, Call, Outputs, collect_outputs
 from .live import LiveSnapshot, follow, live_state
 from .uploads_panel import UploadsPanel
 
-__all__ = ["ApiEndpoints"]
+__all__ = ["LATEST", "ApiEndpoints"]
+
+LATEST = "latest"
+"""What ``/request_status`` takes for the newest request (its "Use via API" example)."""
 
 
-def _api_error(exc: BaseException) -> gr.Error:
+log = logging.getLogger("cosmos_gradio_nb.ui")
+
+
+def _refusal(endpoint: str, message: str) -> gr.Error:
+    """The error a client reads, logged in one line (Gradio would print ~30 lines of its
+    own traceback for every refused request)."""
+    line = " / ".join(part.strip() for part in message.splitlines() if part.strip())
+    log.warning("API %s: %s", endpoint, line if len(line) <= 300 else line[:297] + "...")
+    return gr.Error(message, print_exception=False)
+
+
+def input_refusal(api_name: Any, exc: Exception) -> gr.Error:
+    """What Gradio's own refusal of an input (before any handler runs) is reported as."""
+    if isinstance(exc, gr.Error) and not exc.print_exception:
+        return exc
+    message = exc.message if isinstance(exc, gr.Error) else f"Input refused: {exc}"
+    return _refusal(f"/{api_name}" if api_name else "(page event)", str(message))
+
+
+def _api_error(endpoint: str, exc: BaseException) -> gr.Error:
     view = classify_error(exc)
-    return gr.Error(f"{view.title}: {view.message}")
+    return _refusal(endpoint, f"{view.title}: {view.message}")
 
 
 class ApiEndpoints:
@@ -54,17 +77,17 @@ class ApiEndpoints:
         self.default_text = default_text
         self.uploads = uploads
 
-    async def _start(self, text: str) -> Call:
+    async def _start(self, text: str, endpoint: str) -> Call:
         """Parse the request text and call ``infer_func`` with it."""
         try:
             params = await self.backend.parse(text)
         except ValueError as exc:
-            raise gr.Error(f"Not a request: {exc}") from None
+            raise _refusal(endpoint, f"Not a request: {exc}") from None
         return self.backend.start(params)
 
     async def api_generate(self, text: str) -> tuple[dict[str, Any], list[str]]:
         """Run one request (its JSON text) and return its status JSON and output files."""
-        call = await self._start(text)
+        call = await self._start(text, "/generate")
         try:
             value = await asyncio.wrap_future(call.returned)
             if isinstance(value, concurrent.futures.Future):
@@ -72,7 +95,7 @@ class ApiEndpoints:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise _api_error(exc) from None
+            raise _api_error("/generate", exc) from None
         out = collect_outputs(value)
         return out.status, out.files
 
@@ -80,7 +103,7 @@ class ApiEndpoints:
         self, text: str
     ) -> AsyncIterator[tuple[dict[str, Any], list[str]]]:
         """Run one request, yielding its state as it goes, then its status JSON and files."""
-        call = await self._start(text)
+        call = await self._start(text, "/generate_stream")
         last: LiveSnapshot | None = None
         async for snap in follow(call, time.monotonic()):
             if snap != last:  # elapsed alone is no news
@@ -94,9 +117,9 @@ class ApiEndpoints:
         """A done call's outputs, or its error as the client should read it."""
         value, error = call.outcome()
         if isinstance(error, concurrent.futures.CancelledError):
-            raise gr.Error("Cancelled: the request was stopped") from None
+            raise _refusal("/generate_stream", "Cancelled: the request was stopped") from None
         if isinstance(error, Exception):
-            raise _api_error(error) from None
+            raise _api_error("/generate_stream", error) from None
         if error is not None:  # not an Exception (SystemExit, ...): not the client's to read
             raise error
         return collect_outputs(value)
@@ -108,10 +131,10 @@ class ApiEndpoints:
     def api_upload_file(self, file: Any) -> str:
         """Store one uploaded file under UPLOADS_DIR; return its server path for a request."""
         if file is None:
-            raise gr.Error("No file: pass handle_file('path/to/file')")
+            raise _refusal("/upload_file", "No file: pass handle_file('path/to/file')")
         stored, problem = self.uploads.store(file)
         if stored is None:
-            raise gr.Error(f"Upload refused: {problem}")
+            raise _refusal("/upload_file", f"Upload refused: {problem}")
         return str(stored)
 
     def api_upload_file_list(self) -> list[dict[str, Any]]:
@@ -137,11 +160,27 @@ class ApiEndpoints:
             )
         return out
 
+    def _latest_id(self) -> str | None:
+        """The newest request: this session's last, else the newest folder of OUTPUT_DIR."""
+        history = getattr(self.backend.app, "history", None) or []
+        if history:
+            return str(history[-1].request_id)
+        names = list_run_names(self.backend.output_dir)
+        return names[0].rpartition("_")[2] if names else None
+
     def api_request_status(self, request_id: str) -> dict[str, Any]:
-        """A request's state now: live (queue position, progress) or from its status.json."""
+        """A request's state now: live (queue position, progress) or from its status.json.
+
+        ``"latest"`` stands for the newest request (``{"state": "none"}`` before any).
+        """
         rid = (request_id or "").strip()
+        if rid == LATEST:
+            found = self._latest_id()
+            if found is None:
+                return {"id": None, "state": "none", "message": "no request has run yet"}
+            rid = found
         if not rid.isalnum() or len(rid) > 64:
-            raise gr.Error(f"not a request id: {request_id!r}")
+            raise _refusal("/request_status", f"not a request id: {request_id!r}")
         fut = self.backend.live_future(rid)
         if fut is not None and not fut.done():
             return {
@@ -160,4 +199,6 @@ class ApiEndpoints:
                 return run.status
         if fut is not None:  # finished in this session but its folder is gone
             return {"id": rid, "state": live_state(fut)}
-        raise gr.Error(f"no request {rid} in this session or in {self.backend.output_dir}")
+        raise _refusal(
+            "/request_status", f"no request {rid} in this session or in {self.backend.output_dir}"
+        )

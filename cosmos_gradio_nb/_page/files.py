@@ -4,16 +4,15 @@ Only files whose real location is inside one of the two folders are listed,
 previewed or served: every path is resolved (symbolic links followed) and
 checked against its root, and a file with more than one hard link is refused
 (a hard link placed in a folder would otherwise serve a file from anywhere).
-A folder's .zip is built on the server, in a private temporary folder that
-Gradio then serves from its cache, and only for folders inside the roots.
+A folder's .zip is built on the server, only for folders inside the roots, in
+a private temporary folder (:class:`~.zips.ZipStore`: one per page session); the
+page's guard serves it from there through a link, once, then deletes it (never
+a component value, which Gradio would copy into its cache first).
 """
 
 import json
 import os
-import shutil
 import stat
-import tempfile
-import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,9 @@ from typing import Any
 import gradio as gr
 
 from .._core.filetypes import FileKind, kind_of
+from .._core.presentation import esc
 from .backend import Backend
+from .zips import ZipStore
 
 __all__ = ["MAX_ZIP_BYTES", "FileBrowser", "safe_file"]
 
@@ -29,7 +30,6 @@ MAX_FOLDERS = 200  # folders offered at once (newest first); the filter finds th
 MAX_FILES = 500  # files listed in one folder
 PREVIEW_TEXT_BYTES = 256 * 1024
 MAX_ZIP_BYTES = 4 * 1024**3
-_KEEP_ZIPS = 8
 _STORED = {FileKind.VIDEO, FileKind.IMAGE}  # already compressed: stored, not deflated
 
 
@@ -61,8 +61,7 @@ class FileBrowser:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.roots = {"outputs": backend.output_dir, "uploads": backend.uploads_dir}
-        self._zip_dir: Path | None = None
-        self._lock = threading.Lock()
+        self.zips = ZipStore()
 
     def _root(self, key: str) -> Path:
         root = self.roots.get(key)
@@ -133,7 +132,7 @@ class FileBrowser:
             for p in self.file_list(key, folder):
                 rel = str(p.relative_to(base))
                 choices.append((f"{rel} ({_size(p.stat().st_size)})", rel))
-        return gr.update(choices=choices, value=None), gr.update(value=None, visible=False)
+        return gr.update(choices=choices, value=None), gr.update(value="")
 
     # ------------------------------------------------------------------ one file
     def resolve(self, key: str, folder: str, rel: str) -> Path | None:
@@ -176,20 +175,26 @@ class FileBrowser:
         return video, image, as_json, text, download, info
 
     # ------------------------------------------------------------------ a folder as .zip
-    def zip_folder(self, key: str, folder: str) -> tuple[Any, str]:
-        """Build ``<folder>.zip`` of one folder; return the download button showing it."""
+    def zip_folder(
+        self, key: str, folder: str, request: gr.Request | None = None
+    ) -> tuple[Any, str]:
+        """Build ``<folder>.zip`` of one folder; return the link that serves it, and a note.
+
+        The page session's previous zip is deleted first (one zip per session).
+        """
         base = self._folder(key, folder)
         if base is None:
-            return gr.update(value=None, visible=False), "Pick a folder first."
+            return gr.update(value=""), "Pick a folder first."
         paths = self.file_list(key, folder)
         total = sum(p.stat().st_size for p in paths)
         if total > MAX_ZIP_BYTES:
             return (
-                gr.update(value=None, visible=False),
+                gr.update(value=""),
                 f"`{folder}` holds {_size(total)}, over the {_size(MAX_ZIP_BYTES)} zip limit: "
                 "download its files one by one.",
             )
-        out = self._zip_path(folder)
+        session = str(getattr(request, "session_hash", None) or "")
+        out = self.zips.slot(session, f"{folder}.zip")
         tmp = out.with_suffix(".part")
         with zipfile.ZipFile(tmp, "w") as zf:
             for path in paths:
@@ -197,27 +202,23 @@ class FileBrowser:
                 compress = zipfile.ZIP_STORED if kind in _STORED else zipfile.ZIP_DEFLATED
                 zf.write(path, f"{folder}/{path.relative_to(base)}", compress_type=compress)
         tmp.replace(out)
-        note = f"`{out.name}`: {len(paths)} file(s), {_size(out.stat().st_size)}"
-        return gr.update(value=str(out), visible=True, label=f"Download {out.name}"), note
+        size = _size(out.stat().st_size)
+        href = self.zips.publish(session, out)
+        link = (
+            f'<a id="cg-fb-zip-download" class="cg-zip-link" href="{esc(href)}" '
+            f'download="{esc(out.name)}">Download {esc(out.name)} ({size})</a>'
+        )
+        note = f"`{out.name}`: {len(paths)} file(s), {size}; deleted once downloaded"
+        return gr.update(value=link), note
 
-    def _zip_path(self, folder: str) -> Path:
-        with self._lock:
-            if self._zip_dir is None or not self._zip_dir.is_dir():
-                self._zip_dir = Path(tempfile.mkdtemp(prefix="cosmos-gradio-zip-"))
-            zip_dir = self._zip_dir
-        # Each zip in its own folder (two pages zipping one folder never collide); only
-        # the newest few are kept: Gradio has copied the older ones into its cache.
-        olds = sorted(zip_dir.iterdir(), key=lambda p: p.stat().st_mtime)
-        for old in olds[: max(0, len(olds) - _KEEP_ZIPS)]:
-            shutil.rmtree(old, ignore_errors=True)
-        slot = Path(tempfile.mkdtemp(dir=zip_dir))
-        return slot / f"{folder}.zip"
+    def forget_session(self, request: gr.Request | None = None) -> None:
+        """A page session ended: its zip goes."""
+        session = getattr(request, "session_hash", None)
+        if session:
+            self.zips.forget_session(str(session))
 
     def close(self) -> None:
-        with self._lock:
-            zip_dir, self._zip_dir = self._zip_dir, None
-        if zip_dir is not None:
-            shutil.rmtree(zip_dir, ignore_errors=True)
+        self.zips.close()
 
 
 def _mtime(entry: os.DirEntry[str]) -> int:

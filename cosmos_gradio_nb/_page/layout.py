@@ -290,9 +290,9 @@ def _files_tab() -> dict[str, Any]:
             c["fb_file"] = gr.Radio(label="Files", choices=[], elem_id="cg-fb-file")
             with gr.Row():
                 c["fb_zip"] = gr.Button("Zip this folder", size="sm", elem_id="cg-fb-zip")
-                c["fb_zip_download"] = gr.DownloadButton(
-                    "Download .zip", visible=False, size="sm", elem_id="cg-fb-zip-download"
-                )
+                # A link the guard serves (zips.py), not a DownloadButton: Gradio would copy
+                # the zip into its cache first.
+                c["fb_zip_download"] = gr.HTML("", elem_id="cg-fb-zip-link")
             c["fb_zip_note"] = gr.Markdown("", elem_id="cg-fb-zip-note", elem_classes=["cg-note"])
         with gr.Column(scale=3, min_width=420):
             c["fb_info"] = gr.Markdown("", elem_id="cg-fb-info")

@@ -13,7 +13,10 @@ Generate has no Gradio concurrency limit, the engine's queue does the scheduling
 The returned Blocks fills in safe ``launch()`` defaults: only ``OUTPUT_DIR``,
 ``UPLOADS_DIR`` and ``LOG_FILE`` are servable (``allowed_paths``), uploads are
 capped (``max_file_size``), errors reach the page (``show_error``), and binding a
-non-loopback address without ``auth`` prints a warning.
+non-loopback address without ``auth`` prints a warning. Every launch puts the
+page's guard in front of Gradio (``guard.guarded_app_kwargs``: request bodies,
+served files, the upload cache's quota, the file browser's zips, the API
+example), and an input Gradio itself refuses is logged in one line.
 """
 
 import json
@@ -25,11 +28,12 @@ from .._core.provenance import git_info
 from .._core.public import public
 from .._core.settings import parse_auth
 from .._core.uploads import max_upload_mb as resolve_upload_mb
-from .api import ApiEndpoints
+from .api import LATEST, ApiEndpoints, input_refusal
 from .backend import Backend
+from .examples import set_file_example, set_text_example
 from .files import FileBrowser
 from .generate import GeneratePanel
-from .guard import GuardPolicy, PageGuard
+from .guard import GuardPolicy, guarded_app_kwargs
 from .history_panel import HistoryPanel
 from .layout import Page, build_page
 from .render import CSS, header_info_html, schema_markdown
@@ -60,14 +64,10 @@ def _cosmos_blocks() -> Any:
         _cosmos_max_bytes: int
         _cosmos_guard: GuardPolicy
         cosmos_backend: Backend
+        cosmos_files: FileBrowser
 
         def launch(self, *args: Any, **kwargs: Any) -> Any:
-            from starlette.middleware import Middleware
-
-            app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
-            middleware = list(app_kwargs.get("middleware") or [])
-            middleware.append(Middleware(PageGuard, policy=self._cosmos_guard))
-            kwargs["app_kwargs"] = {**app_kwargs, "middleware": middleware}
+            kwargs["app_kwargs"] = guarded_app_kwargs(self, kwargs.pop("app_kwargs", None))
             allowed = list(kwargs.pop("allowed_paths", None) or [])
             kwargs["allowed_paths"] = allowed + list(self._cosmos_allowed)
             kwargs.setdefault("max_file_size", self._cosmos_max_bytes)
@@ -88,6 +88,12 @@ def _cosmos_blocks() -> Any:
                     flush=True,
                 )
             return super().launch(*args, **kwargs)
+
+        async def preprocess_data(self, block_fn: Any, *args: Any, **kwargs: Any) -> Any:
+            try:  # Gradio refusing an input (a file it may not read...): one line, no traceback
+                return await super().preprocess_data(block_fn, *args, **kwargs)
+            except Exception as exc:
+                raise input_refusal(getattr(block_fn, "api_name", None), exc) from None
 
         def close(self, *args: Any, **kwargs: Any) -> Any:
             try:
@@ -161,11 +167,18 @@ def create_gradio_UI(
         str(backend.log_file),
     ]
     demo._cosmos_max_bytes = int(limit_mb * 1024 * 1024)
+    cache_mb = float(backend.env.upload_cache_max_mb)
+    if cache_mb < limit_mb:
+        raise ValueError(
+            f"max_upload_mb={limit_mb:g} is over UPLOAD_CACHE_MAX_MB={cache_mb:g}: one upload "
+            "would not fit in the upload cache; raise UPLOAD_CACHE_MAX_MB"
+        )
     demo._cosmos_guard = GuardPolicy(
         max_request_bytes=backend.max_request_bytes,
         output_dir=backend.output_dir,
         uploads_dir=backend.uploads_dir,
         log_file=backend.log_file,
+        max_upload_request_bytes=int(cache_mb * 1024 * 1024),
     )
     demo.cosmos_backend = backend  # for tests and the notebook helper
 
@@ -219,7 +232,10 @@ def _build(
         _wire_statusbar(page, status)
         _wire_history(page, history)
         _wire_files(page, browser)
+        demo.unload(browser.forget_session)  # a closed tab's zip is deleted
         _wire_api(page, api)
+        set_file_example(page.api_upload_in, lambda: getattr(demo, "local_url", None) or "")
+        set_text_example(page.api_id_in, LATEST)
         listing = [page.hist_table, page.hist_label, page.hist_offset, page.hist_ids, page.hist_sig]
         private: dict[str, Any] = {"queue": False, "api_visibility": "private"}
         demo.load(  # one request when a page opens: the uploads list, the log, the workers

@@ -73,6 +73,8 @@ CSS = (
 #cg-help td:nth-child(1), #cg-help td:nth-child(2) { white-space: nowrap; }
 #cg-help td:nth-child(3) { max-width: 16em; overflow-wrap: anywhere; }
 #cg-help td:nth-child(4) { min-width: 20em; }
+.cg-zip-link { display: inline-block; padding: 4px 12px; border-radius: 6px; font-size: 13px;
+               border: 1px solid var(--border-color-primary); text-decoration: none; }
 """
     + _BADGE_CSS
 )

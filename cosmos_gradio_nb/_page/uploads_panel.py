@@ -1,15 +1,16 @@
 """The uploads panel's handlers: store files under UPLOADS_DIR, offer them, insert a path.
 
-:class:`UploadsPanel` copies each upload into UPLOADS_DIR (``_core.uploads``
-checks its name, type and size again, after Gradio's own size check), then
-deletes Gradio's cached copy (:func:`forget_cached_upload`), whether the file was
-kept or refused. The ``/upload_file`` endpoint stores through the same
+:class:`UploadsPanel` moves each upload from Gradio's cache into UPLOADS_DIR
+(``_core.uploads`` checks its name, type and size again, after Gradio's own size
+check; a rename, so a 500 MB upload is written to disk once), then drops what is
+left in the cache (:func:`forget_cached_upload`): a refused file, and the folder. The ``/upload_file`` endpoint stores through the same
 :meth:`UploadsPanel.store`, so a file sent by a script is checked and kept the
 same way as one dropped on the page.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,23 @@ from .._core.uploads import UploadRejected, insert_path, list_uploads, store_upl
 from .backend import Backend
 
 __all__ = ["UploadsPanel", "forget_cached_upload"]
+
+
+def _source(file: Any) -> str:
+    """Where Gradio put an uploaded file (a path, or an object naming one)."""
+    return str(getattr(file, "name", None) or getattr(file, "path", None) or file)
+
+
+def _in_cache(path: str | Path) -> bool:
+    """Whether ``path`` lies in Gradio's cache (only a file there is ours to move)."""
+    from gradio.utils import get_upload_folder
+
+    cache = Path(get_upload_folder()).resolve()
+    try:
+        real = Path(path).resolve()
+    except (OSError, RuntimeError):
+        return False
+    return real.is_relative_to(cache) and real != cache
 
 
 def forget_cached_upload(path: str | Path) -> None:
@@ -37,12 +55,11 @@ def forget_cached_upload(path: str | Path) -> None:
         return
     if not real.is_relative_to(cache) or real == cache:
         return
-    try:
-        real.unlink()
-        if real.parent != cache:
+    with contextlib.suppress(OSError):
+        real.unlink(missing_ok=True)  # moved into UPLOADS_DIR: already gone
+    if real.parent != cache:
+        with contextlib.suppress(OSError):
             real.parent.rmdir()  # fails harmlessly while other files are in it
-    except OSError:
-        pass
 
 
 class UploadsPanel:
@@ -61,15 +78,19 @@ class UploadsPanel:
         self.upload_limit_mb = upload_limit_mb
 
     def store(self, file: Any) -> tuple[Path | None, str]:
-        """Copy one upload into UPLOADS_DIR, then drop Gradio's cached copy, kept or refused.
+        """Move one upload from Gradio's cache into UPLOADS_DIR; drop a refused one.
 
         Returns ``(stored path, "")``, or ``(None, why it was refused)``.
         """
-        src = getattr(file, "name", None) or getattr(file, "path", None) or str(file)
+        src = _source(file)
         original = getattr(file, "orig_name", None) or Path(src).name
         try:
             stored = store_upload(
-                src, self.backend.uploads_dir, original_name=original, max_mb=self.upload_limit_mb
+                src,
+                self.backend.uploads_dir,
+                original_name=original,
+                max_mb=self.upload_limit_mb,
+                move=_in_cache(src),
             )
         except (UploadRejected, OSError) as exc:
             return None, str(exc)
@@ -93,6 +114,9 @@ class UploadsPanel:
         if not files:
             return skip(), skip(), ""
         items = files if isinstance(files, list) else [files]
+        # The same file twice in one upload is one cached file (same content, same name):
+        # stored once, since storing moves it.
+        items = list({_source(item): item for item in items}.values())
         stored: list[Path] = []
         refused: list[str] = []
         for item in items:

@@ -44,6 +44,16 @@ def _fail(message: str) -> PydanticCustomError:
     return PydanticCustomError("invalid_parameter", "{message}", {"message": message})
 
 
+def _as_line_error(err: Any) -> dict[str, Any]:
+    """A pydantic error as one to raise again with its own words (as ``_fail`` words them)."""
+    message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    kind = PydanticCustomError(str(err.get("type", "invalid")), "{m}", {"m": message})
+    out: dict[str, Any] = {"type": kind, "loc": tuple(err.get("loc", ()))}
+    if "input" in err:
+        out["input"] = err["input"]
+    return out
+
+
 def _range(name: str) -> dict[str, Any]:
     # Bounds go into the JSON schema (so the UI can show them) but are checked by
     # the field validators below, which word the error themselves.
@@ -137,31 +147,37 @@ class SampleParams(BaseModel):
     @model_validator(mode="wrap")
     @classmethod
     def _name_unknown_keys(cls, data: Any, handler: Any) -> Any:
-        """Refuse unknown keys by name, with a suggestion (``num_frame`` -> ``num_frames``).
+        """Refuse unknown keys by name, with a suggestion (``num_frame`` -> ``num_frames``),
+        together with the value errors of the known keys: one round of fixes, not two.
 
         ``extra="forbid"`` alone says only "Extra inputs are not permitted"; users
         editing JSON by hand deserve the nearest known key.
         """
-        if isinstance(data, dict):
-            known = sorted(cls.model_fields)
-            errors: list[Any] = []
-            for key, value in data.items():
-                if key in cls.model_fields:
-                    continue
-                close = difflib.get_close_matches(str(key), known, n=1)
-                hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
-                errors.append(
-                    {
-                        "type": PydanticCustomError(
-                            "unknown_parameter", "unknown parameter; {hint}", {"hint": hint}
-                        ),
-                        "loc": (str(key),),
-                        "input": value,
-                    }
-                )
-            if errors:
-                raise ValidationError.from_exception_data(cls.__name__, errors)
-        return handler(data)
+        if not isinstance(data, dict):
+            return handler(data)
+        known = sorted(cls.model_fields)
+        errors: list[Any] = []
+        for key, value in data.items():
+            if key in cls.model_fields:
+                continue
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
+            errors.append(
+                {
+                    "type": PydanticCustomError(
+                        "unknown_parameter", "unknown parameter; {hint}", {"hint": hint}
+                    ),
+                    "loc": (str(key),),
+                    "input": value,
+                }
+            )
+        if not errors:
+            return handler(data)
+        try:  # the known keys too, so that their problems are reported in the same message
+            handler({k: v for k, v in data.items() if k in cls.model_fields})
+        except ValidationError as exc:
+            errors += [_as_line_error(e) for e in exc.errors(include_url=False)]
+        raise ValidationError.from_exception_data(cls.__name__, errors)
 
     @field_validator("num_frames", "fps", "zoom", "rotation", "frame_delay")
     @classmethod

@@ -198,7 +198,16 @@ def test_every_app_setting_is_a_real_keyword_of_both_apps() -> None:
         assert "kwargs" not in params
         assert [p for p in params if p in app_settings()] == app_settings()
         assert {"validator", "factory_module", "factory_function", "factory", "name"} <= set(params)
-    assert "num_gpus" in (cg.NotebookApp.__init__.__doc__ or cg._app.apps._BaseApp.__doc__ or "")
+    for cls in (cg.NotebookApp, cg.GradioApp):  # documented on the public class itself
+        doc = cls.__doc__ or ""
+        assert "_BaseApp" not in doc
+        assert all(f"\n    {name}:\n" in doc for name in app_settings()), doc
+    with pytest.raises(
+        TypeError,
+        match=r"^NotebookApp\(\) got an unexpected keyword argument "
+        r"'num_gpu'; did you mean 'num_gpus'\?$",
+    ):
+        cg.NotebookApp(factory="m:f", num_gpu=1)
 
 
 def test_every_setting_is_documented_in_the_readme_and_reaches_the_worker() -> None:

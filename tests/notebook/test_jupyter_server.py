@@ -276,8 +276,8 @@ def test_relaunch_on_the_same_port_replaces_the_server(
     )
     assert "Cannot find empty port" not in again.stdout + other.stdout
     assert other.stdout.strip().endswith("False True")
-    for out in (again, other):
-        assert f'src="{PREFIX}proxy/{port}/"' in out.html()[0]
+    for out in (again, other):  # (the replaced page's outputs get a "closed" note too)
+        assert any(f'src="{PREFIX}proxy/{port}/"' in html for html in out.html())
     page = requests.get(f"{server.url}{PREFIX}proxy/{port}/?token={server.token}", timeout=30)
     assert page.status_code == 200 and "Replacement page" in page.text
     # A port held by something that is not ours gets a clear error, not Gradio's.
@@ -314,6 +314,44 @@ print("running:", interface.is_running, other.is_running)
     port = ch.value("interface.server_port")
     page = requests.get(f"http://127.0.0.1:{port}/", timeout=30)
     assert page.status_code == 200  # still served on the port VS Code forwards
+
+
+def test_closing_the_page_replaces_its_iframe_and_nothing_polls_the_closed_server(
+    server: JupyterServer, kernel: tuple[str, KernelChannel], browser: Any, artifacts_dir: Path
+) -> None:
+    _, ch = kernel
+    _write_notebook(server, "ui.ipynb", "interface.launch(height=500)", "interface.close()")
+    context = browser.new_context(viewport={"width": 1300, "height": 900})
+    page = context.new_page()
+    proxied: list[str] = []
+    page.on("request", lambda r: proxied.append(r.url) if "/proxy/" in r.url else None)
+    try:
+        page.goto(f"{server.url}{PREFIX}lab/tree/ui.ipynb?token={server.token}")
+        cells = page.locator(".jp-Notebook .jp-Cell .cm-content")
+        cells.first.wait_for(timeout=60_000)
+        cells.first.click()
+        page.keyboard.press("Shift+Enter")
+        page.frame_locator(".jp-OutputArea-output iframe").first.locator("#cg-generate").wait_for(
+            timeout=60_000
+        )
+        assert proxied, "the page in the cell is reached through the proxy"
+        cells.nth(1).click()
+        page.keyboard.press("Shift+Enter")
+        note = page.locator(".jp-OutputArea-output .cosmos-gradio-closed")
+        note.wait_for(timeout=30_000)
+        assert page.locator(".jp-OutputArea-output iframe").count() == 0
+        page.screenshot(path=str(artifacts_dir / "notebook" / "lab_closed_page.png"))
+        seen, log_size = len(proxied), server.log_path.stat().st_size
+        # An observation window, not a wait for a condition: nothing may happen in it. The
+        # page polled its server every second (the log's timer) while it was shown.
+        page.wait_for_timeout(3000)
+        assert proxied[seen:] == [], proxied[seen:]
+        with server.log_path.open("rb") as log:
+            log.seek(log_size)
+            assert b"Traceback" not in log.read()
+    finally:
+        context.close()
+    assert ch.value("interface.is_running") is False
 
 
 def test_kernel_shutdown_leaves_no_worker(

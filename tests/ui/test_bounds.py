@@ -14,43 +14,15 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from ui_helpers import free_port, wait_for
+from ui_helpers import Served, serve_process, wait_for
 
 LIMIT_KB = 256
 CACHE_AGE_S = 3
-
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class Served:
-    """A ``cosmos-gradio-nb serve`` process, as a deployment runs it, and its folders."""
-
-    url: str
-    root: Path
-
-    @property
-    def output_dir(self) -> Path:
-        return self.root / "outputs"
-
-    @property
-    def uploads_dir(self) -> Path:
-        return self.root / "uploads"
-
-    @property
-    def log_file(self) -> Path:
-        return self.root / "outputs" / "app.log"
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.root / "gradio-cache"
 
 
 @pytest.fixture(scope="module")
@@ -58,45 +30,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """``serve`` in its own process, with MAX_REQUEST_KB and UPLOAD_CACHE_MAX_AGE set in its
     environment: the set-up the issue's hostile requests were tried against (a test's own
     process, with a heap of every earlier test, would measure its garbage collector)."""
-    root = tmp_path_factory.mktemp("bounds")
-    served = Served(url="", root=root)
-    port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(REPO)]),
-        "MAX_REQUEST_KB": str(LIMIT_KB),
-        "UPLOAD_CACHE_MAX_AGE": str(CACHE_AGE_S),
-        "OUTPUT_DIR": str(served.output_dir),
-        "UPLOADS_DIR": str(served.uploads_dir),
-        "LOG_FILE": str(served.log_file),
-        "GRADIO_TEMP_DIR": str(served.cache_dir),
-    }
-    cmd = [sys.executable, "-m", "cosmos_gradio_nb", "serve", "--port", str(port)]
-    cmd += ["--factory", "cg_ui_models:create_steps", "--validator", "cg_ui_models:TestParams"]
-    proc = subprocess.Popen(
-        cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    out: list[str] = []
-    assert proc.stdout is not None
-    reader = threading.Thread(target=lambda: out.extend(iter(proc.stdout.readline, "")))
-    reader.daemon = True
-    reader.start()
-    served.url = f"http://127.0.0.1:{port}/"
-    try:
-        wait_for(
-            lambda: any(served.url in line for line in out) or proc.poll() is not None,
-            120,
-            "serve to print its URL",
-        )
-        assert proc.poll() is None, "".join(out)
+    settings = {"MAX_REQUEST_KB": str(LIMIT_KB), "UPLOAD_CACHE_MAX_AGE": str(CACHE_AGE_S)}
+    with serve_process(tmp_path_factory.mktemp("bounds"), settings) as served:
         yield served
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 # The hostile client runs in its own process: its 20 MB of JSON must not share an

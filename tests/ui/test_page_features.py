@@ -95,6 +95,12 @@ def test_several_files_upload_in_one_go(
     assert not any(p.suffix in (".html", ".svg") for p in ui_server.uploads_dir.rglob("*"))
 
 
+def _cached_zips() -> set[Path]:
+    from gradio.utils import get_upload_folder
+
+    return set(Path(get_upload_folder()).rglob("*.zip"))
+
+
 def _pick(page: Any, label_start: str) -> None:
     page.click(f"#cg-fb-file label:has-text('{label_start}')")
 
@@ -131,7 +137,15 @@ def test_file_browser_previews_and_downloads_a_file_and_a_folder_zip(
         timeout=20_000,
     )
     shot(page, artifacts_dir, "13-file-browser")
+    zips = ui_server.demo.cosmos_files.zips
+    cached_before = _cached_zips()
     page.click("#cg-fb-zip")
+    page.wait_for_selector("#cg-fb-zip-download", state="visible", timeout=20_000)
+    first = zips.files()
+    assert len(first) == 1
+    page.click("#cg-fb-zip")  # again: this page's first zip is replaced, not kept
+    wait_for(lambda: zips.files() and zips.files() != first, 20, "the second zip")
+    assert len(zips.files()) == 1 and not first[0].exists()
     page.wait_for_selector("#cg-fb-zip-download", state="visible", timeout=20_000)
     with page.expect_download() as dl:
         page.click("#cg-fb-zip-download")
@@ -139,6 +153,8 @@ def test_file_browser_previews_and_downloads_a_file_and_a_folder_zip(
         names = sorted(zf.namelist())
         assert names == sorted(f"{folder}/{n}" for n in ("poster.png", "status.json", "video.mp4"))
         assert zf.read(f"{folder}/video.mp4") == (res.output_dir / "video.mp4").read_bytes()
+    wait_for(lambda: zips.files() == [], 10, "the zip deleted once served")
+    assert _cached_zips() == cached_before, "no copy of the zip in Gradio's cache"
     # The uploads folder is browsable too.
     page.click("#cg-fb-root label:has-text('Uploads')")
     wait_for(

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
+import subprocess
+import sys
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +120,79 @@ def shot(page: Any, artifacts_dir: Path, name: str) -> Path:
     path = folder / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Served:
+    """A ``cosmos-gradio-nb serve`` process, as a deployment runs it, and its folders."""
+
+    url: str
+    root: Path
+    pid: int = 0
+    output: list[str] = field(default_factory=list)  # what it printed, line by line
+
+    @property
+    def output_dir(self) -> Path:
+        return self.root / "outputs"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.root / "uploads"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "outputs" / "app.log"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "gradio-cache"
+
+    def printed(self) -> str:
+        return "".join(self.output)
+
+
+@contextlib.contextmanager
+def serve_process(root: Path, settings: dict[str, str]) -> Iterator[Served]:
+    """``serve`` in its own process (the fast ``Steps`` model, the sample's validator),
+    with ``settings`` in its environment as a deployment sets them; stopped at the end."""
+    served = Served(url="", root=root)
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(REPO)]),
+        "OUTPUT_DIR": str(served.output_dir),
+        "UPLOADS_DIR": str(served.uploads_dir),
+        "LOG_FILE": str(served.log_file),
+        "GRADIO_TEMP_DIR": str(served.cache_dir),
+        **settings,
+    }
+    cmd = [sys.executable, "-m", "cosmos_gradio_nb", "serve", "--port", str(port)]
+    cmd += ["--factory", "cg_ui_models:create_steps", "--validator", "cg_ui_models:TestParams"]
+    proc = subprocess.Popen(
+        cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    served.pid = proc.pid
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    reader = threading.Thread(target=lambda: served.output.extend(iter(stdout.readline, "")))
+    reader.daemon = True
+    reader.start()
+    served.url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_for(
+            lambda: served.url in served.printed() or proc.poll() is not None,
+            120,
+            "serve to print its URL",
+        )
+        assert proc.poll() is None, served.printed()
+        yield served
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
