@@ -259,9 +259,11 @@ for fut in cf.as_completed(futures, timeout=300):
         """## Cancel and terminate
 
 `cancel()` keeps its standard meaning: it removes a request that is still queued.
-`terminate()` also stops a running one, by restarting its worker group; the other
-requests in the queue run afterwards. (`frame_delay` makes the sample model slow on
-purpose.)""",
+`terminate()` also stops a running one: the model is asked to stop (the sample model
+stops at its next frame, as any model calling `report_progress` does) and its worker
+stays loaded; a model that does not stop within `STOP_GRACE` seconds has its worker group
+restarted. The other requests in the queue run afterwards. (`frame_delay` makes the
+sample model slow on purpose.)""",
     ),
     (
         "py",

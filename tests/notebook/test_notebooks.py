@@ -78,7 +78,7 @@ EXPECT = {
     "diffusers_pipeline.ipynb": [
         "refused: num_inference_step: unknown parameter of Cosmos2_5_PredictBasePipeline",
         "height: height must be a multiple of 16",
-        r'<iframe src="http://127.0.0.1:',
+        "The Gradio page at http://127.0.0.1:",  # its iframe, turned into a note by close()
         "step 8/8 · decoding | seed 1 | steps 8",
         "preview: preview.jpg",
         "<video",
