@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import abc
+import inspect
 import logging
 import threading
 import weakref
@@ -24,6 +26,7 @@ from .._engine.config import EngineConfig
 from .._engine.future import InferenceFuture
 from .._engine.pool import BackendFactory, WorkerPool
 from .._engine.request import WorkerInfo, new_request
+from .._remote.app import RemoteApp
 
 __all__ = ["GradioApp", "NotebookApp", "WorkerInfo"]
 
@@ -127,6 +130,13 @@ class _BaseApp:
         Also copy worker output to this process's stderr (the server does).
     history_size:
         How many of this app's futures ``history`` keeps.
+    detach:
+        ``NotebookApp`` only: run the app in a server process of its own that outlives
+        the kernel (``RUNTIME_DIR`` records it); re-running the cell after a kernel
+        restart reconnects to it, with the model still loaded. See ``_remote/detach.py``.
+    replace:
+        With ``detach=True``: stop a running server of this name whose model or
+        settings differ, and start this one (without it, that is an error).
     """
 
     def __init__(
@@ -157,12 +167,17 @@ class _BaseApp:
         max_upload_mb: float | None = None,
         max_request_kb: float | None = None,
         upload_cache_max_age: float | None = None,
+        runtime_dir: str | Path | None = None,
+        idle_timeout: float | None = None,
         max_queue_size: int | None = None,
         worker_env: dict[str, str] | None = None,
         echo_logs: bool = False,
         history_size: int = 1000,
+        detach: bool = False,
+        replace: bool = False,
     ) -> None:
         given = locals()
+        _check_detach(type(self), detach, replace)
         settings = {k: given[k] for k in app_settings() if given[k] is not None}
         # Everything that can be wrong is checked before anything is started or replaced.
         spec, label = _factory_spec(factory, factory_module, factory_function)
@@ -349,7 +364,7 @@ class _BaseApp:
 
 
 @public
-class NotebookApp(_BaseApp):
+class NotebookApp(_BaseApp, metaclass=abc.ABCMeta):
     """The app for notebooks and scripts: returns at once, ``infer`` gives a future.
 
     Creating a NotebookApp with the ``name`` of a live one (default: the factory)
@@ -358,6 +373,13 @@ class NotebookApp(_BaseApp):
     Displaying the app in a notebook shows a live panel of its workers and jobs.
     See :class:`_BaseApp` for the parameters.
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> NotebookApp:
+        # detach=True: the app runs in a server; what is returned is its client, which
+        # isinstance() counts as a NotebookApp (registered below) and __init__ skips.
+        if kwargs.get("detach"):
+            return _detached(args, kwargs)
+        return super().__new__(cls)
 
     def _before_start(self) -> None:
         with _named_lock:
@@ -377,6 +399,49 @@ class NotebookApp(_BaseApp):
 
     def _ipython_display_(self) -> None:
         rich.display_app(self)
+
+
+# The signature callers see (help(), inspect) is the constructor's, not __new__'s (*args).
+NotebookApp.__new__.__signature__ = inspect.signature(_BaseApp.__init__)  # type: ignore[attr-defined]
+NotebookApp.register(RemoteApp)  # a connected or detached app is a NotebookApp to isinstance()
+
+
+def _check_detach(cls: type, detach: bool, replace: bool) -> None:
+    if detach and not issubclass(cls, NotebookApp):
+        raise TypeError(f"detach=True is for NotebookApp, not {cls.__name__}")
+    if replace and not detach:
+        raise TypeError("replace=True goes with detach=True (it replaces a running server)")
+
+
+def _detached(args: tuple[Any, ...], kwargs: dict[str, Any]) -> NotebookApp:
+    """``NotebookApp(..., detach=True)``: reuse, replace or start its server, and connect."""
+    from typing import cast
+
+    from .._remote.detach import open_detached
+    from .._remote.spec import AppSpec
+
+    bound = inspect.signature(_BaseApp.__init__).bind(None, *args, **kwargs)
+    bound.apply_defaults()
+    given = bound.arguments
+    settings = {k: given[k] for k in app_settings() if given[k] is not None}
+    fn, module, function = _normalize_factory(
+        given["factory"], given["factory_module"], given["factory_function"]
+    )
+    env = _resolve_env(given["env"], settings)  # a bad setting raises here, before anything
+    if given["max_queue_size"] is not None and given["max_queue_size"] < 1:
+        raise ValueError(f"max_queue_size must be at least 1 (got {given['max_queue_size']})")
+    spec = AppSpec(
+        name=given["name"] or f"{module}:{function}",
+        factory_module=module,
+        factory_function=function,
+        factory=fn,
+        validator=given["validator"],
+        settings=AppSpec.settings_of(env),
+        worker_env=dict(given["worker_env"] or {}),
+        max_queue_size=given["max_queue_size"],
+        history_size=given["history_size"],
+    )
+    return cast(NotebookApp, open_detached(spec, env, replace=bool(given["replace"])))
 
 
 @public

@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["display_app", "display_future", "future_html", "result_html", "results_html"]
+__all__ = [
+    "display_app",
+    "display_future",
+    "future_html",
+    "page_root_path",
+    "result_html",
+    "results_html",
+    "show_page",
+]
 
 
 def result_html(result: Any) -> str:
@@ -48,3 +56,31 @@ def display_app(app: Any) -> None:
     from .._notebook.panels import display_app_panel
 
     display_app_panel(app)
+
+
+def show_page(
+    url: str,
+    *,
+    app: Any = None,
+    inline: bool = True,
+    height: int = 900,
+    proxy: bool | None = None,
+    root_path: str = "",
+) -> str:
+    """Show a running server's page (a connected app's) in the current cell; its URL there."""
+    from .._notebook.launch import show_server_page
+
+    return show_server_page(
+        url, app=app, inline=inline, height=height, proxy=proxy, root_path=root_path
+    )
+
+
+def page_root_path(port: int) -> str:
+    """The root path a page on ``port`` needs to be shown in this notebook ("" if none).
+
+    Behind jupyter-server-proxy the page is shown at ``<base_url>proxy/<port>/``, so
+    a server started for this notebook (a detached app's) must know it when it starts.
+    """
+    from .._notebook.launch import proxy_root_path
+
+    return proxy_root_path(port)
