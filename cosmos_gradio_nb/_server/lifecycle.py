@@ -153,7 +153,7 @@ class ServerRuntime:
         from starlette.middleware import Middleware
 
         return {
-            "routes": [self.api.mount()],
+            "routes": self.api.routes(),
             "middleware": [Middleware(ActivityMiddleware, hub=self.hub)],
         }
 

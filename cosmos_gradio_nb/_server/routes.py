@@ -2,7 +2,7 @@
 
 ``connect()`` and detached apps talk to a server through these routes (JSON in,
 JSON out) and one Server-Sent Events stream (``/events``, see ``hub.py``).
-They are mounted in front of Gradio's routes (``launch(app_kwargs={"routes":
+They are routed ahead of Gradio's own (``launch(app_kwargs={"routes":
 [...]})``), so the page's ASGI guard (request size) and Gradio's middleware
 apply to them too; request bodies are one request's JSON or a small batch.
 
@@ -32,7 +32,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
-from starlette.routing import Mount, Route, Router
+from starlette.routing import Route
 
 from .._core.apicodec import encode_error, result_record
 from .._core.exceptions import (
@@ -143,26 +143,31 @@ class ServerApi:
         self.on_shutdown = on_shutdown
 
     # -- plumbing -------------------------------------------------------------------------
-    def mount(self) -> Mount:
-        """The API as one Starlette mount at :data:`API_PREFIX`."""
+    def routes(self) -> list[Route]:
+        """The API's routes, each with its full path under :data:`API_PREFIX`.
+
+        Flat routes, not a ``Mount``: behind jupyter-server-proxy the page has a root
+        path that the proxy strips from requests, and Starlette's mounts then match
+        nothing inside them, where a flat route still matches.
+        """
         get, post = ["GET"], ["POST"]
-        routes = [
-            Route("/info", self._wrap(self.get_info), methods=get),
-            Route("/state", self._wrap(self.get_state), methods=get),
-            Route("/validate", self._wrap(self.post_validate, body=True), methods=post),
-            Route("/submit", self._wrap(self.post_submit, body=True), methods=post),
-            Route("/records", self._wrap(self.post_records, body=True), methods=post),
-            Route("/history", self._wrap(self.get_history), methods=get),
-            Route("/requests/{rid}", self._wrap(self.get_request), methods=get),
-            Route("/requests/{rid}/log", self._wrap(self.get_log), methods=get),
-            Route("/requests/{rid}/cancel", self._wrap(self.post_cancel), methods=post),
-            Route("/requests/{rid}/terminate", self._wrap(self.post_terminate), methods=post),
-            Route("/restart_workers", self._wrap(self.post_restart), methods=post),
-            Route("/shutdown", self._wrap(self.post_shutdown), methods=post),
-            Route("/file", self._guarded(self.get_file), methods=get),
-            Route("/events", self._guarded(self.get_events), methods=get),
+        table: list[tuple[str, Any, list[str]]] = [
+            ("/info", self._wrap(self.get_info), get),
+            ("/state", self._wrap(self.get_state), get),
+            ("/validate", self._wrap(self.post_validate, body=True), post),
+            ("/submit", self._wrap(self.post_submit, body=True), post),
+            ("/records", self._wrap(self.post_records, body=True), post),
+            ("/history", self._wrap(self.get_history), get),
+            ("/requests/{rid}", self._wrap(self.get_request), get),
+            ("/requests/{rid}/log", self._wrap(self.get_log), get),
+            ("/requests/{rid}/cancel", self._wrap(self.post_cancel), post),
+            ("/requests/{rid}/terminate", self._wrap(self.post_terminate), post),
+            ("/restart_workers", self._wrap(self.post_restart), post),
+            ("/shutdown", self._wrap(self.post_shutdown), post),
+            ("/file", self._guarded(self.get_file), get),
+            ("/events", self._guarded(self.get_events), get),
         ]
-        return Mount(API_PREFIX, app=Router(routes=routes))
+        return [Route(API_PREFIX + path, fn, methods=methods) for path, fn, methods in table]
 
     def _refused(self, request: Request) -> Response | None:
         self.hub.touch()
