@@ -294,6 +294,13 @@ def serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
         print(f"error: {problem}", file=sys.stderr, flush=True)
         return 2
 
+    try:
+        name = _server_name(args, setup, DeploymentEnv(**setup.settings).resolved())
+    except CosmosGradioError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    if name is None:
+        return 2
     print(f"starting workers for {setup.label} ...", flush=True)
     try:
         # Not GradioApp: its constructor would block, deaf to Ctrl-C and SIGTERM, while
@@ -307,10 +314,6 @@ def serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
         )
     except CosmosGradioError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 2
-    name = _server_name(args, setup, app.env)
-    if name is None:
-        app.close()
         return 2
     demo = runtime = None
     code: int | None = 0
