@@ -280,6 +280,28 @@ class RemoteApp:
         """Start the server's given-up worker groups now; returns how many."""
         return int(self._call("POST", "restart_workers")["count"])
 
+    def requests(self) -> list[dict[str, Any]]:
+        """The server's running requests, then its queued ones in order, as this client sees
+        them (id, state, position, progress, message, preview, params); no call is made."""
+        pending = self._follower.pending()
+        running = [f for f in pending if f.state == "running"]
+        queued = sorted(
+            (f for f in pending if f.state == "queued"),
+            key=lambda f: (f.queue_position is None, f.queue_position or 0),
+        )
+        return [
+            {
+                "id": f.request_id,
+                "state": f.state,
+                "position": f.queue_position,
+                "progress": f.progress,
+                "message": f.progress_message,
+                "preview": f.preview,
+                "params": f.params,
+            }
+            for f in [*running, *queued]
+        ]
+
     @property
     def history(self) -> list[RemoteFuture]:
         """Every request of the server's app (Python, page, other clients), oldest first."""

@@ -121,8 +121,10 @@ def _start(folder: Path, spec: AppSpec, env: Any) -> RemoteApp:
             )
         try:
             record = _wait_for_record(folder, spec.name, process, log_path)
-        except _PortTaken:
-            spec_file.unlink(missing_ok=True)
+        except BaseException as exc:
+            spec_file.unlink(missing_ok=True)  # the server loads and deletes it; it never did
+            if not isinstance(exc, _PortTaken):
+                raise
             if attempt + 1 == PORT_TRIES:
                 raise CosmosGradioError(
                     f"could not start the server {spec.name!r}: no free port after "

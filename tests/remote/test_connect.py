@@ -123,6 +123,11 @@ def test_cancel_queued_and_terminate_running_as_in_the_kernel(served: Served, ap
     queued = app.infer({"op": "echo", "value": 1})
     wait_for(lambda: queued.queue_position == 0, 10, "the queued request's place")
     assert repr(queued).endswith("queued position=0>")
+    live = app.requests()
+    assert [(r["id"], r["state"], r["position"]) for r in live] == [
+        (long.request_id, "running", None),
+        (queued.request_id, "queued", 0),
+    ]
     wait_for(lambda: any("sleeping 60" in line for line in long.log), 10, "its log line")
     assert not long.cancel()  # running: cancel() keeps its standard meaning
     assert queued.cancel() and queued.cancelled() and queued.state == "cancelled"

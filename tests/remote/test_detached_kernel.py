@@ -115,6 +115,8 @@ def test_a_detached_app_keeps_its_model_across_a_kernel_restart(
     status = ch.value(f"app.attach({long_id!r}).result(60).status")
     assert status["op"] == "long" and status["state"] == "succeeded"
     assert long_id in ch.value("[f.request_id for f in app.history]")
+    panel = ch.execute("app").html()  # the live panel, as for an app in the kernel
+    assert any("kernel-detach" in h and str(workers[0]) in h for h in panel), panel
 
     # The server's own page in the cell, through jupyter-server-proxy.
     out = ch.execute("app.launch(height=700)")

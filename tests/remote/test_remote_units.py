@@ -174,6 +174,15 @@ def test_the_event_stream_parser_reads_numbers_comments_and_data() -> None:
     assert list(parse_sse(iter(lines))) == [(None, {"kind": "hello"}), (7, {"a": 1})]
 
 
+def test_detach_and_replace_are_checked_before_anything_starts() -> None:
+    with pytest.raises(TypeError, match="detach=True is for NotebookApp, not GradioApp"):
+        cg.GradioApp(factory_module="remote_models", detach=True)
+    with pytest.raises(TypeError, match="replace=True goes with detach=True"):
+        cg.NotebookApp(factory_module="remote_models", replace=True)
+    with pytest.raises(cg.ValidationError, match="NUM_GPUS"):  # a bad setting: no server starts
+        cg.NotebookApp(factory_module="remote_models", detach=True, num_gpus=0)
+
+
 def test_a_connected_app_has_every_public_name_of_a_notebook_app() -> None:
     public = {n for n in dir(cg.NotebookApp) if not n.startswith("_")}
     missing = sorted(n for n in public if not hasattr(RemoteApp, n))
