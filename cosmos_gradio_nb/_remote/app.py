@@ -16,6 +16,7 @@ workers, and waits until its process is gone.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import weakref
@@ -274,7 +275,11 @@ class RemoteApp:
 
     def workers(self) -> list[WorkerInfo]:
         """One entry per worker process of the server: group, rank, GPU, pid, state, request."""
-        return [WorkerInfo(**w) for w in self._call("GET", "state")["workers"]]
+        known = {f.name for f in dataclasses.fields(WorkerInfo)}
+        return [
+            WorkerInfo(**{k: v for k, v in w.items() if k in known})
+            for w in self._call("GET", "state")["workers"]
+        ]
 
     def restart_workers(self) -> int:
         """Start the server's given-up worker groups now; returns how many."""

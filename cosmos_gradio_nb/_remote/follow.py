@@ -199,11 +199,18 @@ class Follower:
         """Nothing to drop: the server already removed a cancelled request."""
 
     def cancel(self, request: RemoteRequest) -> bool:
-        answer = self.client.post(f"requests/{request.id}/cancel")
-        return bool(answer.get("ok"))
+        return self._control(request, "cancel")
 
     def terminate(self, request: RemoteRequest) -> bool:
-        answer = self.client.post(f"requests/{request.id}/terminate")
+        return self._control(request, "terminate")
+
+    def _control(self, request: RemoteRequest, verb: str) -> bool:
+        """Ask the server to cancel or terminate; the future then reads what the server says
+        (its record in the answer), so it is never ahead of the server."""
+        answer = self.client.post(f"requests/{request.id}/{verb}")
+        fut = self.get(request.id)
+        if fut is not None and isinstance(answer.get("record"), dict):
+            self.apply(fut, answer["record"])
         return bool(answer.get("ok"))
 
     def log_of(self, request: RemoteRequest) -> list[str]:

@@ -77,10 +77,7 @@ class RemoteFuture(InferenceFuture):
             return True
         if self.done() or self.running():
             return False
-        if not self._remote.pool.cancel(self._remote):
-            return False
-        self._local_cancel()
-        return True
+        return self._remote.pool.cancel(self._remote)  # the server's answer updates this future
 
     def terminate(self) -> bool:
         """Stop the request on the server, queued or running; True if it was stopped."""
@@ -88,10 +85,7 @@ class RemoteFuture(InferenceFuture):
             return True
         if self.done():
             return False
-        if not self._remote.pool.terminate(self._remote):
-            return False
-        self._force_cancel()
-        return True
+        return self._remote.pool.terminate(self._remote)
 
     # -- what the server said -----------------------------------------------------------
     def _local_cancel(self) -> None:
