@@ -280,8 +280,6 @@ def serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     from ._app.apps import NotebookApp
     from ._core.exceptions import CosmosGradioError
     from ._core.settings import DeploymentEnv, parse_auth
-    from ._page.page import create_gradio_UI
-    from ._server.lifecycle import ServerRuntime
 
     setup = _setup(args)
     try:
@@ -315,6 +313,21 @@ def serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     except CosmosGradioError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
+    return _run(args, setup, app, name, auth, stop)
+
+
+def _run(
+    args: argparse.Namespace,
+    setup: _ServeSetup,
+    app: Any,
+    name: str,
+    auth: tuple[str, str] | None,
+    stop: threading.Event,
+) -> int:
+    """Serve ``app``'s page and API until ``stop``; then stop clients, workers, page, in order."""
+    from ._page.page import create_gradio_UI
+    from ._server.lifecycle import ServerRuntime
+
     demo = runtime = None
     code: int | None = 0
     try:

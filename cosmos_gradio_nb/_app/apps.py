@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from .._backends.local import LocalBackend
 from .._core import rich
@@ -415,32 +415,18 @@ def _check_detach(cls: type, detach: bool, replace: bool) -> None:
 
 def _detached(args: tuple[Any, ...], kwargs: dict[str, Any]) -> NotebookApp:
     """``NotebookApp(..., detach=True)``: reuse, replace or start its server, and connect."""
-    from typing import cast
-
     from .._remote.detach import open_detached
     from .._remote.spec import AppSpec
 
     bound = inspect.signature(_BaseApp.__init__).bind(None, *args, **kwargs)
     bound.apply_defaults()
     given = bound.arguments
-    settings = {k: given[k] for k in app_settings() if given[k] is not None}
     fn, module, function = _normalize_factory(
         given["factory"], given["factory_module"], given["factory_function"]
     )
+    settings = {k: given[k] for k in app_settings() if given[k] is not None}
     env = _resolve_env(given["env"], settings)  # a bad setting raises here, before anything
-    if given["max_queue_size"] is not None and given["max_queue_size"] < 1:
-        raise ValueError(f"max_queue_size must be at least 1 (got {given['max_queue_size']})")
-    spec = AppSpec(
-        name=given["name"] or f"{module}:{function}",
-        factory_module=module,
-        factory_function=function,
-        factory=fn,
-        validator=given["validator"],
-        settings=AppSpec.settings_of(env),
-        worker_env=dict(given["worker_env"] or {}),
-        max_queue_size=given["max_queue_size"],
-        history_size=given["history_size"],
-    )
+    spec = AppSpec.of_app(given, fn, module, function, env)
     return cast(NotebookApp, open_detached(spec, env, replace=bool(given["replace"])))
 
 

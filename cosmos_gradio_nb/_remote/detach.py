@@ -58,13 +58,13 @@ def _reuse_or_start(folder: Path, spec: AppSpec, env: Any, replace: bool) -> Rem
     if record is None:
         return _start(folder, spec, env)
     app = open_record(record, record.url, history_size=spec.history_size)
-    if app._state.get("closed"):  # it is stopping: wait for it, then start anew
+    if app._link.state.get("closed"):  # it is stopping: wait for it, then start anew
         app.shutdown()
         return _start(folder, spec, env)
     differences = describe_differences(record.spec, spec.fingerprint())
     if not differences:
         return app
-    broken = bool(app._state.get("startup_error"))
+    broken = bool(app._link.state.get("startup_error"))
     if not (replace or broken):
         app.close()
         raise CosmosGradioError(

@@ -99,6 +99,25 @@ class AppSpec:
     """The fingerprint as the app that shipped this spec computed it (the server records
     that one: a function unpickled there has no source to hash)."""
 
+    @classmethod
+    def of_app(
+        cls, given: dict[str, Any], factory: Any, module: str, function: str, env: Any
+    ) -> AppSpec:
+        """The spec of ``NotebookApp(**given)`` (its arguments by name, checked already)."""
+        if given["max_queue_size"] is not None and given["max_queue_size"] < 1:
+            raise ValueError(f"max_queue_size must be at least 1 (got {given['max_queue_size']})")
+        return cls(
+            name=given["name"] or f"{module}:{function}",
+            factory_module=module,
+            factory_function=function,
+            factory=factory,
+            validator=given["validator"],
+            settings=cls.settings_of(env),
+            worker_env=dict(given["worker_env"] or {}),
+            max_queue_size=given["max_queue_size"],
+            history_size=given["history_size"],
+        )
+
     @property
     def label(self) -> str:
         return f"{self.factory_module}:{self.factory_function}"
