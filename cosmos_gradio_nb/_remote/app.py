@@ -54,6 +54,11 @@ def _check_params(params: Any) -> None:
         )
 
 
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and not timeout > 0:  # as the app in the kernel says it
+        raise ValueError(f"timeout must be a positive number of seconds (got {timeout!r})")
+
+
 class RemoteApp:
     """The ``NotebookApp`` API for an app that runs in a server (see the module docstring).
 
@@ -113,6 +118,7 @@ class RemoteApp:
     def submit(self, params: dict[str, Any], *, timeout: float | None = None) -> RemoteFuture:
         """Validate and queue one request on the server; return its future at once."""
         _check_params(params)
+        _check_timeout(timeout)
         body = {"requests": [params], "timeout": timeout}
         record = self._link.call("POST", "submit", body)["records"][0]
         future = self._follower.adopt(record)
@@ -131,12 +137,17 @@ class RemoteApp:
         progress: bool = True,
     ) -> list[RemoteFuture]:
         """Queue many requests, all validated (by the server) before any is queued."""
+        _check_timeout(timeout)
         items = list(params_list)
         if not items:
             return []
         batches = self._batches(items)
         if len(batches) > 1:  # all of them checked before the first batch is queued
-            self._link.call("POST", "submit", {"requests": items, "batch": True, "dry_run": True})
+            offset = 0
+            for batch in batches:
+                body = {"requests": batch, "batch": True, "dry_run": True, "offset": offset}
+                self._link.call("POST", "submit", body)
+                offset += len(batch)
         futures: list[RemoteFuture] = []
         for batch in batches:
             body = {"requests": batch, "timeout": timeout, "batch": True}

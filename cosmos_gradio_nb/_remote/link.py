@@ -25,6 +25,7 @@ from .stream import EventStream
 __all__ = ["ServerLink"]
 
 CONNECT_WAIT_S = 10.0  # how long a new link waits for its event stream before going on
+RESYNC_BATCH = 500  # request records asked for in one body
 
 
 def _tail(path: str | None, lines: int = 20) -> list[str]:
@@ -178,8 +179,9 @@ class ServerLink:
     def _resync(self) -> None:
         """Re-read the records of the requests still followed (after a gap in the events)."""
         ids = [f.request_id for f in self.follower.pending()]
-        if ids:
-            records = self.client.post("records", {"ids": ids}).get("records") or {}
+        for start in range(0, len(ids), RESYNC_BATCH):
+            chunk = ids[start : start + RESYNC_BATCH]
+            records = self.client.post("records", {"ids": chunk}).get("records") or {}
             for rid, record in records.items():
                 fut = self.follower.get(rid)
                 if fut is not None and record:

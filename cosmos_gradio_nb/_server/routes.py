@@ -247,7 +247,8 @@ class ServerApi:
             raise ApiError(400, f"'requests' must be a list of 1 to {MAX_BATCH} requests")
         timeout = body.get("timeout")
         if body.get("dry_run"):  # a map() sent in several bodies: all checked before any runs
-            for index, item in enumerate(items):
+            offset = int(body.get("offset") or 0)  # where this body starts in the whole map
+            for index, item in enumerate(items, start=offset):
                 try:
                     self.app.validate(item)
                 except ValidationError as exc:

@@ -155,6 +155,8 @@ def test_a_refusal_raises_the_same_validation_error_as_in_the_kernel(app: Any) -
     bad = {"op": "nope", "seconds": -1}
     with pytest.raises(cg.ValidationError) as local:
         make_validator(Params)(bad)
+    with pytest.raises(ValueError, match="timeout must be a positive number"):
+        app.infer({"op": "echo"}, timeout=0)
     for call in (app.validate, app.infer, app.submit):
         with pytest.raises(cg.ValidationError) as remote:
             call(bad)
@@ -164,6 +166,10 @@ def test_a_refusal_raises_the_same_validation_error_as_in_the_kernel(app: Any) -
     with pytest.raises(cg.ValidationError, match=r"^item 1: ") as err:
         app.map([{"op": "echo"}, bad], progress=False)
     assert err.value.index == 1
+    many = [{"op": "echo", "value": v} for v in range(1500)] + [bad]  # sent in several bodies
+    with pytest.raises(cg.ValidationError, match=r"^item 1500: ") as err:
+        app.map(many, progress=False)
+    assert err.value.index == 1500
     assert len(app.history) == before and app.queue_length == 0  # nothing was queued
     futures = app.map([{"op": "echo", "value": v} for v in range(4)], progress=False)
     assert [f.result(60).status["echo"] for f in futures] == [0, 1, 2, 3]
