@@ -272,10 +272,11 @@ def _server_name(args: argparse.Namespace, setup: _ServeSetup, env: Any) -> str 
 def serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     """Run the server until ``stop`` is set (by SIGINT/SIGTERM when run from :func:`main`).
 
-    The page and its API answer at once, while the model loads; the banner is
-    printed once the workers are ready. If they cannot start, the server stops
-    with exit code 1, except a detached app's (``--app-spec``), which keeps
-    serving so that the notebook reads the startup error through the API.
+    The page and its API answer once the workers are ready; if they cannot start,
+    the server stops with exit code 1. A detached app's server (``--app-spec``)
+    answers at once instead, while the model loads (the notebook gets its app
+    back), and keeps serving if the model cannot start, so that the notebook
+    reads the startup error through the API.
     """
     from ._app.apps import NotebookApp
     from ._core.exceptions import CosmosGradioError
@@ -331,6 +332,10 @@ def _run(
     demo = runtime = None
     code: int | None = 0
     try:
+        if not setup.detached:  # the model first: a signal while it loads ends it at once
+            code = _wait_ready(app, stop)
+            if code is not None:
+                return code
         runtime = ServerRuntime(
             app, name=name, spec=setup.spec, stop=stop, auth=auth, log=_own_log()
         )
@@ -345,9 +350,10 @@ def _run(
             app_kwargs=runtime.app_kwargs(),
         )
         runtime.publish(args.host, args.port, os.environ.get("GRADIO_ROOT_PATH", ""))
-        code = _wait_ready(app, stop, keep_serving=setup.detached)
-        if code is not None:
-            return code
+        if setup.detached:  # the page first: the notebook gets its app back while it loads
+            code = _wait_ready(app, stop, keep_serving=True)
+            if code is not None:
+                return code
         code = 0
         # Everything loaded so far (gradio, pydantic, the app) lives as long as the server:
         # moved out of the collector's reach, a full collection walks only what requests

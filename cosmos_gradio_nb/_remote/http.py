@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .._core.apicodec import decode_error
 from .._core.exceptions import CosmosGradioError
@@ -51,12 +52,13 @@ class ApiClient:
             headers["Authorization"] = f"Bearer {token}"
         self._auth = httpx.BasicAuth(*auth) if auth and not token else None
         self.headers = headers
-        # Loopback servers only: a proxy from the environment must not see the token.
+        # A proxy from the environment (HTTP_PROXY) never sees a loopback server's token.
+        self._trust_env = urlsplit(self.url).hostname not in ("127.0.0.1", "localhost", "::1")
         self._client = httpx.Client(
             headers=headers,
             auth=self._auth,
             timeout=httpx.Timeout(CALL_TIMEOUT, connect=10.0),
-            trust_env=False,
+            trust_env=self._trust_env,
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
         )
 
@@ -112,7 +114,10 @@ class ApiClient:
         try:
             with (
                 httpx.Client(
-                    headers=self.headers, auth=self._auth, timeout=timeout, trust_env=False
+                    headers=self.headers,
+                    auth=self._auth,
+                    timeout=timeout,
+                    trust_env=self._trust_env,
                 ) as client,
                 client.stream("GET", f"{self.base}/events", params=params) as response,
             ):

@@ -112,7 +112,7 @@ class EventHub:
         self._states: dict[str, str] = {}
         self._order: list[str] = []
         self._server: dict[str, Any] = {}
-        self._history_len = 0
+        self._scanning = threading.Lock()  # one scan at a time (the tick, or a lookup)
         self._stop = threading.Event()
         self._closed = False
         self.last_activity = time.monotonic()
@@ -258,6 +258,10 @@ class EventHub:
 
     def _scan(self) -> None:
         """Follow new requests; send what changed without a callback."""
+        with self._scanning:
+            self._scan_once()
+
+    def _scan_once(self) -> None:
         fresh = self._new_futures()
         if fresh:
             self.track(fresh)

@@ -24,6 +24,7 @@ import base64
 import binascii
 import hmac
 import json
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -331,14 +332,15 @@ class ServerApi:
     async def get_file(self, request: Request) -> Response:
         """One output or upload file, streamed (for clients that do not share the disk)."""
         given = request.query_params.get("path", "")
-        path = Path(given)
-        inside = path.is_absolute() and any(
-            Path(given).is_relative_to(root)
-            for root in (self.policy.output_dir, self.policy.uploads_dir)
-        )
-        why = self.policy.refusal(given) if inside else "not in OUTPUT_DIR or UPLOADS_DIR"
+        if not given or "\x00" in given or not os.path.isabs(given):
+            return _error(ApiError(404, "not served: give the file's absolute server path"))
+        path = Path(os.path.abspath(given))  # "..": judged where it leads, not how it is named
+        roots = (self.policy.output_dir, self.policy.uploads_dir)
+        if not any(path.is_relative_to(root) for root in roots):
+            return _error(ApiError(404, "not served: not in OUTPUT_DIR or UPLOADS_DIR"))
+        why = self.policy.refusal(str(path))  # the page's rules: really inside, regular, 1 link
         if why is not None:
-            return _error(ApiError(403 if inside else 404, f"not served: {why}"))
+            return _error(ApiError(403, f"not served: {why}"))
         return FileResponse(path, headers={"X-Content-Type-Options": "nosniff"})
 
     async def get_events(self, request: Request) -> Response:

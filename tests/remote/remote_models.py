@@ -64,3 +64,8 @@ class Model:
 
 def create_worker() -> Model:
     return Model()
+
+
+def broken_worker() -> Model:
+    """A factory that cannot load its model."""
+    raise RuntimeError("no weights at /nowhere/model.safetensors")

@@ -251,8 +251,18 @@ def test_calls_without_the_token_are_refused_and_the_record_is_owner_only(served
     assert httpx.get(f"{base}/info", headers=good).json()["name"] == served.name
     assert httpx.get(f"{base}/info", auth=("alice", "s3cret")).status_code == 200  # the page's
     assert httpx.get(f"{base}/info", auth=("alice", "nope")).status_code == 401
-    outside = httpx.get(f"{base}/file", params={"path": "/etc/hostname"}, headers=good)
-    assert outside.status_code == 404
+    outputs = served.root / "outputs"
+    for path in ("/etc/hostname", f"{outputs}/../../../../../../etc/hostname", "relative.txt"):
+        outside = httpx.get(f"{base}/file", params={"path": path}, headers=good)
+        assert outside.status_code == 404, (path, outside.text)
+    link = outputs / "link-out.txt"
+    link.symlink_to("/etc/hostname")
+    refused = httpx.get(f"{base}/file", params={"path": str(link)}, headers=good)
+    assert refused.status_code == 403 and "outside" in refused.text
+    (outputs / "mine.txt").write_text("served")
+    mine = httpx.get(f"{base}/file", params={"path": str(outputs / "mine.txt")}, headers=good)
+    assert mine.status_code == 200 and mine.text == "served"
+    assert httpx.get(f"{base}/file", params={"path": str(outputs / "mine.txt")}).status_code == 401
     path = served.runtime_dir / next(p.name for p in served.runtime_dir.glob("server-*.json"))
     st = path.stat()
     assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.getuid()
