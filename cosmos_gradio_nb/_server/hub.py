@@ -14,7 +14,8 @@ turns what changes into events:
 Progress and completion arrive through the futures' own callbacks, so they reach
 clients at once. What has no callback (a request starting, a page's new request,
 the queue's order, the workers becoming ready) is read by one thread of this
-server every ``TICK`` s, in process, from the app's public state; only changes
+server every ``TICK`` s while a client follows or a request waits or runs (every
+``IDLE_TICK`` s otherwise), in process, from the app's public state; only changes
 are sent. Nothing here polls over the network.
 
 Events are numbered; the last ``BUFFER`` are kept, so a client that lost its
@@ -40,7 +41,8 @@ from .._core.apicodec import encode_error, result_record
 
 __all__ = ["EventHub", "Subscriber", "final_record", "live_record"]
 
-TICK = 0.1  # seconds between two reads of what has no callback
+TICK = 0.1  # seconds between two reads of what has no callback, while someone follows
+IDLE_TICK = 1.0  # the same while no client follows and nothing is queued or running
 BUFFER = 8192  # events kept for clients that reconnect
 MAX_BACKLOG = 20_000  # events queued for one slow client before it is dropped (it reconnects)
 
@@ -114,6 +116,7 @@ class EventHub:
         self._server: dict[str, Any] = {}
         self._scanning = threading.Lock()  # one scan at a time (the tick, or a lookup)
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._closed = False
         self.last_activity = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="cosmos-gradio-hub", daemon=True)
@@ -126,6 +129,7 @@ class EventHub:
     def close(self) -> None:
         """Tell every stream that the server stops, and end them."""
         self._stop.set()
+        self._wake.set()
         with self._lock:
             self._closed = True
         self._emit({"kind": "bye"})
@@ -164,6 +168,7 @@ class EventHub:
         if closed:
             backlog.append(f"data: {json.dumps({'kind': 'bye'})}\n\n")
         self.touch()
+        self._wake.set()  # followed from now on: read at the fast pace
         return sub, backlog
 
     def unsubscribe(self, sub: Subscriber) -> None:
@@ -212,6 +217,7 @@ class EventHub:
                 if not fut.done():
                     self._pending[rid] = fut
                     self._states[rid] = fut.state
+            self._wake.set()
             self._emit({"kind": "added", **live_record(fut, params=True)})
             fut.add_progress_callback(self._on_progress)
             fut.add_done_callback(self._on_done)
@@ -235,7 +241,14 @@ class EventHub:
 
     # -- the tick -------------------------------------------------------------------------
     def _run(self) -> None:
-        while not self._stop.wait(self.tick):
+        while not self._stop.is_set():
+            with self._lock:
+                watched = bool(self._subscribers or self._pending)
+            # Read often only while someone follows or something runs; a new stream wakes it.
+            self._wake.wait(self.tick if watched else IDLE_TICK)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self._scan()
             except Exception:  # a bad read must not end the stream of events
