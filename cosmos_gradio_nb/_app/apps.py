@@ -427,6 +427,11 @@ def _detached(args: tuple[Any, ...], kwargs: dict[str, Any]) -> NotebookApp:
     settings = {k: given[k] for k in app_settings() if given[k] is not None}
     env = _resolve_env(given["env"], settings)  # a bad setting raises here, before anything
     spec = AppSpec.of_app(given, fn, module, function, env)
+    with _named_lock:  # an app of that name in this kernel gives its GPUs to the server
+        ref = _named_apps.pop(spec.name, None)
+    local = ref() if ref else None
+    if local is not None and not local.closed:
+        local.close()
     return cast(NotebookApp, open_detached(spec, env, replace=bool(given["replace"])))
 
 

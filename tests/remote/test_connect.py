@@ -63,11 +63,13 @@ def test_connect_gives_a_notebook_app_with_the_servers_facts(served: Served, app
     [worker] = app.workers()
     assert isinstance(worker, cg.WorkerInfo) and worker.pid in served.descendants()
     assert str(app.env.output_dir) == str(served.root / "outputs")
-    by_url = cg.connect(served.url)  # the token comes from the record of that URL
-    try:
-        assert by_url.validate({"value": 3})["value"] == 3
-    finally:
-        by_url.close()
+    for other in (cg.connect(served.url), cg.connect()):  # by URL; the one server running
+        try:  # the token comes from the record of that server
+            assert other.validate({"value": 3})["value"] == 3 and other.name == served.name
+        finally:
+            other.close()
+    with pytest.raises(cg.CosmosGradioError, match=r"no server named 'nope' runs.*remote-test"):
+        cg.connect(name="nope")
     assert "connected" in repr(app) and "ready" in repr(app)
 
 

@@ -28,8 +28,10 @@ def test_detach_reuses_a_match_refuses_a_difference_and_replaces_when_asked(
 ) -> None:
     from remote_models import Params
 
+    local = cg.NotebookApp(Params, factory="remote_models:create_worker", name="d1")
     app = cg.NotebookApp(Params, factory="remote_models:create_worker", name="d1", detach=True)
     apps = [app]
+    assert local.closed, "the kernel's app of that name keeps its workers"
     try:
         assert isinstance(app, cg.NotebookApp) and app.name == "d1"
         assert app.infer({"op": "echo", "value": 1}).result(120).status["echo"] == 1
