@@ -5,7 +5,9 @@ themselves in a notebook (``_repr_html_``, ``_ipython_display_``). What they sho
 is built by the notebook layer, which sits above them; they reach it only
 through these functions, which import it when a notebook asks for a display,
 never at import time. No other module below the notebook layer imports it
-(``tests/test_architecture.py`` checks).
+(``tests/test_architecture.py`` checks). A connected app shows its server's page
+the same way (:func:`show_page`), and a detached app asks, before its server
+starts, which root path that page will need to be shown here (:func:`page_root_path`).
 """
 
 from __future__ import annotations

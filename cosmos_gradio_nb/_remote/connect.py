@@ -15,6 +15,7 @@ from .._core.exceptions import CosmosGradioError
 from .._core.public import public
 from .._core.runtime import RuntimeRecord, find_record, live_records, runtime_dir
 from .._core.settings import DeploymentEnv, parse_auth
+from . import http
 from .app import RemoteApp
 from .http import ApiClient, ServerUnreachable
 
@@ -41,7 +42,7 @@ def open_record(
     """Connect to the server at ``url`` (described by ``record`` when known)."""
     client = ApiClient(url, token or (record.token if record else None), auth)
     try:
-        info = client.get("info")
+        info = client.get("info", timeout=http.PROBE_TIMEOUT)
     except ServerUnreachable as exc:
         client.close()
         raise CosmosGradioError(f"no cosmos_gradio_nb server answers at {url}: {exc}") from None

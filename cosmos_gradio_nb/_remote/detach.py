@@ -22,6 +22,7 @@ The server stops on ``app.shutdown()``, SIGTERM, or after ``IDLE_TIMEOUT``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -32,7 +33,13 @@ from typing import Any
 from .._core import rich
 from .._core.exceptions import CosmosGradioError
 from .._core.net import free_port
-from .._core.runtime import find_record, name_lock, runtime_dir, server_log_path
+from .._core.runtime import (
+    find_record,
+    name_lock,
+    process_alive,
+    runtime_dir,
+    server_log_path,
+)
 from .app import RemoteApp
 from .connect import open_record
 from .spec import AppSpec, describe_differences, write_spec
@@ -57,7 +64,16 @@ def _reuse_or_start(folder: Path, spec: AppSpec, env: Any, replace: bool) -> Rem
     record = find_record(folder, spec.name)
     if record is None:
         return _start(folder, spec, env)
-    app = open_record(record, record.url, history_size=spec.history_size)
+    try:
+        app = open_record(record, record.url, history_size=spec.history_size)
+    except CosmosGradioError as exc:  # its process runs, but it does not answer
+        if not replace:
+            raise CosmosGradioError(
+                f"{exc}; its process still runs (pid {record.pid}): pass replace=True to stop "
+                "it and start anew"
+            ) from None
+        _stop_unanswering(record)
+        return _start(folder, spec, env)
     if app._link.state.get("closed"):  # it is stopping: wait for it, then start anew
         app.shutdown()
         return _start(folder, spec, env)
@@ -75,6 +91,22 @@ def _reuse_or_start(folder: Path, spec: AppSpec, env: Any, replace: bool) -> Rem
         )
     app.shutdown()
     return _start(folder, spec, env)
+
+
+def _stop_unanswering(record: Any, grace: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` s, the recorded process of a server that is stuck
+    (the record's pid and start time say it is that server; its workers die with it)."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not process_alive(record.pid, record.pid_started):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(record.pid, sig)
+            os.kill(record.pid, signal.SIGCONT)  # a stopped process handles SIGTERM only then
+        deadline = time.monotonic() + grace
+        while process_alive(record.pid, record.pid_started) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def _child_env(env: Any, port: int) -> dict[str, str]:

@@ -19,10 +19,11 @@ from urllib.parse import urlsplit
 from .._core.apicodec import decode_error
 from .._core.exceptions import CosmosGradioError
 
-__all__ = ["API_PREFIX", "ApiClient", "ServerUnreachable"]
+__all__ = ["API_PREFIX", "PROBE_TIMEOUT", "ApiClient", "ServerUnreachable"]
 
 API_PREFIX = "cosmos/api/v1"
 CALL_TIMEOUT = 60.0  # seconds for one API call (validation runs in it; never a request's run)
+PROBE_TIMEOUT = 10.0  # seconds for a server's first answer (/info): a live one takes milliseconds
 
 
 class ServerUnreachable(ConnectionError):
@@ -63,8 +64,9 @@ class ApiClient:
         )
 
     # -- calls ----------------------------------------------------------------------------
-    def get(self, path: str, **params: Any) -> Any:
-        return self._call("GET", path, params=params or None)
+    def get(self, path: str, *, timeout: float | None = None, **params: Any) -> Any:
+        extra = {} if timeout is None else {"timeout": timeout}
+        return self._call("GET", path, params=params or None, **extra)
 
     def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
         return self._call("POST", path, json=body or {})

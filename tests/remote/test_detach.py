@@ -90,3 +90,33 @@ def test_a_detached_model_that_cannot_start_fails_as_in_the_kernel(client_env: P
         for each in (fixed, broken):
             if each is not None and not each.closed:
                 each.shutdown()
+
+
+def test_a_server_that_stopped_answering_is_replaced_only_when_asked(
+    client_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import signal
+
+    monkeypatch.setattr("cosmos_gradio_nb._remote.http.PROBE_TIMEOUT", 2.0)
+    stuck = cg.NotebookApp(factory="remote_models:create_worker", name="d3", detach=True)
+    pid = stuck.server_pid or 0
+    fresh = None
+    try:
+        stuck.close()
+        os.kill(pid, signal.SIGSTOP)  # wedged: alive, silent
+        with pytest.raises(
+            cg.CosmosGradioError, match=r"does not answer|no cosmos_gradio_nb"
+        ) as err:
+            cg.NotebookApp(factory="remote_models:create_worker", name="d3", detach=True)
+        assert f"its process still runs (pid {pid}): pass replace=True" in str(err.value)
+        fresh = cg.NotebookApp(
+            factory="remote_models:create_worker", name="d3", detach=True, replace=True
+        )
+        assert fresh.server_pid != pid and not alive([pid])
+        assert fresh.infer({"op": "echo", "value": 9}).result(120).status["echo"] == 9
+    finally:
+        if alive([pid]):
+            os.kill(pid, signal.SIGKILL)
+        if fresh is not None:
+            fresh.shutdown()
