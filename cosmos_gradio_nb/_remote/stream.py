@@ -123,6 +123,8 @@ class EventStream:
                     for number, event in parse_sse(lines):
                         if self._closed.is_set():
                             return
+                        if number is not None and self.since is not None and number <= self.since:
+                            continue  # already applied (never expected: the server orders them)
                         if event.get("kind") == "hello":
                             self.connected.set()
                             lost_since, delay = None, FIRST_RETRY_S

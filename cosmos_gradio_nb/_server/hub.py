@@ -316,22 +316,33 @@ class EventHub:
 
     # -- delivery -------------------------------------------------------------------------
     def _emit(self, event: dict[str, Any]) -> None:
+        """Number the event and hand it to every stream, in the order of the numbers.
+
+        Handed over under the lock: events come from several threads (callbacks, the
+        tick), and a client must read them in order, or a replay after a lost link
+        would repeat some and miss others.
+        """
         with self._lock:
             self._seq += 1
             seq = self._seq
             event["seq"] = seq
             text = f"id: {seq}\ndata: {json.dumps(event, default=str)}\n\n"
             self._buffer.append((seq, text))
-            subs = list(self._subscribers)
-        for sub in subs:
-            self._deliver(sub, text)
+            gone = [sub for sub in self._subscribers if not self._deliver_locked(sub, text)]
+            self._subscribers.difference_update(gone)
 
     def _deliver(self, sub: Subscriber, text: str | None) -> None:
+        with self._lock:
+            if not self._deliver_locked(sub, text):
+                self._subscribers.discard(sub)
+
+    @staticmethod
+    def _deliver_locked(sub: Subscriber, text: str | None) -> bool:
         try:
             sub.loop.call_soon_threadsafe(sub.put, text)
         except RuntimeError:  # its loop is closed: the server is stopping
-            with self._lock:
-                self._subscribers.discard(sub)
+            return False
+        return True
 
     def order(self) -> list[str]:
         with self._lock:

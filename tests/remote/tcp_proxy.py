@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from types import TracebackType
 
 
@@ -18,6 +19,7 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._links: list[socket.socket] = []
         self.accepted = 0
+        self._refuse_until = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._accept, daemon=True)
 
@@ -36,15 +38,17 @@ class TcpProxy:
         self._listener.close()
         self.cut()
 
-    def cut(self) -> None:
-        """Reset every open connection (as a network fault would); new ones are accepted."""
+    def cut(self, outage: float = 0.0) -> None:
+        """Drop every open connection (as a network fault would), and refuse new ones for
+        ``outage`` seconds (the fault's length)."""
         with self._lock:
             links, self._links = self._links, []
+            self._refuse_until = time.monotonic() + outage
         for sock in links:
             with contextlib.suppress(OSError):
-                sock.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-                )
+                # shutdown() first: close() alone leaves a socket that a thread is reading.
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
                 sock.close()
 
     def _accept(self) -> None:
@@ -53,6 +57,11 @@ class TcpProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            with self._lock:
+                refused = time.monotonic() < self._refuse_until
+            if refused:
+                client.close()
+                continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target))
             except OSError:
