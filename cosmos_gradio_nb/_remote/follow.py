@@ -106,14 +106,24 @@ class Follower:
         return [f for f in self.futures() if not f.done()]
 
     def apply(self, fut: RemoteFuture, record: dict[str, Any]) -> None:
-        """Apply a live record; finish the future when it carries the outcome."""
+        """Apply a live record or event; finish the future when it carries the outcome.
+
+        Records and events carry the number of the last event they reflect (``seq``):
+        one older than what the future already shows (an answer that crossed a later
+        event on the way) changes nothing, so progress never goes back.
+        """
         if fut.done():
             return
+        seq = record.get("seq")
+        fresh = not isinstance(seq, int) or seq >= fut._seen
+        if fresh and isinstance(seq, int):
+            fut._seen = seq
         final = record.get("final")
         if not final:
-            fut._apply(record)
+            if fresh:
+                fut._apply(record)
             return
-        if "progress" in record and record.get("state") != "cancelled":
+        if fresh and "progress" in record and record.get("state") != "cancelled":
             fut._apply(record)
         if final.get("cancelled"):
             fut._force_cancel()

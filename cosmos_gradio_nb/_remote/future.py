@@ -65,6 +65,7 @@ class RemoteFuture(InferenceFuture):
         super().__init__(cast("Request", request))
         self.preview: str | None = None
         """Path (on the server) of the request's latest preview image, or None."""
+        self._seen = 0  # the number of the newest server event this future reflects
 
     @property
     def _remote(self) -> RemoteRequest:

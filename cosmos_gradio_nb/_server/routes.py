@@ -262,13 +262,13 @@ class ServerApi:
         else:
             futures = [self.app.submit(item, timeout=timeout) for item in items]
         self.hub.track(futures)
-        return {"records": [live_record(f, params=True) for f in futures]}
+        return {"records": [self._live(f) for f in futures]}
 
     def _record(self, rid: str) -> dict[str, Any] | None:
         """A request's record: live while the server follows it, else from its status.json."""
         fut = self.hub.future(rid)
         if fut is not None:
-            return live_record(fut, params=True)
+            return self._live(fut)
         if not rid.isalnum() or len(rid) > 64:
             return None
         root = Path(self.app.env.output_dir)
@@ -297,7 +297,7 @@ class ServerApi:
             raise ApiError(400, "limit must be a whole number") from None
         self.hub.track(self.app.history)
         futures = self.hub.futures()[-max(0, limit) :] if limit else []
-        return {"records": [live_record(f, params=True) for f in futures]}
+        return {"records": [self._live(f) for f in futures]}
 
     def get_log(self, request: Request) -> dict[str, Any]:
         rid = request.path_params["rid"]
@@ -307,14 +307,22 @@ class ServerApi:
         return {"log": fut.log}
 
     def post_cancel(self, request: Request) -> dict[str, Any]:
-        fut = self._live(request)
-        return {"ok": bool(fut.cancel()), "record": live_record(fut)}
+        fut = self._followed(request)
+        ok = bool(fut.cancel())
+        return {"ok": ok, "record": self._live(fut)}
 
     def post_terminate(self, request: Request) -> dict[str, Any]:
-        fut = self._live(request)
-        return {"ok": bool(fut.terminate()), "record": live_record(fut)}
+        fut = self._followed(request)
+        ok = bool(fut.terminate())
+        return {"ok": ok, "record": self._live(fut)}
 
-    def _live(self, request: Request) -> Any:
+    def _live(self, fut: Any) -> dict[str, Any]:
+        """A future's record, with the number of the last event sent before it was read: a
+        client that applied a later event knows this record is older (``seq``)."""
+        seq = self.hub.seq
+        return {**live_record(fut, params=True), "seq": seq}
+
+    def _followed(self, request: Request) -> Any:
         rid = request.path_params["rid"]
         fut = self.hub.future(rid)
         if fut is None:

@@ -174,6 +174,29 @@ def test_the_event_stream_parser_reads_numbers_comments_and_data() -> None:
     assert list(parse_sse(iter(lines))) == [(None, {"kind": "hello"}), (7, {"a": 1})]
 
 
+def test_an_answer_older_than_an_applied_event_changes_nothing() -> None:
+    from cosmos_gradio_nb._remote.follow import Follower
+    from cosmos_gradio_nb._remote.http import ApiClient
+
+    client = ApiClient("http://127.0.0.1:9/", "token", None)  # nothing here calls the server
+    follower = Follower(client)
+    seen: list[float | None] = []
+    fut = follower.adopt(
+        {"id": "a", "state": "running", "progress": 0.5, "message": "m", "seq": 10}
+    )
+    fut.add_progress_callback(lambda f: seen.append(f.progress))
+    assert isinstance(fut, cg.InferenceFuture) and fut.state == "running"
+    follower.adopt({"id": "a", "state": "queued", "progress": None, "message": "", "seq": 7})
+    assert (fut.state, fut.progress, fut.progress_message) == ("running", 0.5, "m")
+    follower.adopt({"id": "a", "state": "running", "progress": 0.75, "message": "", "seq": 11})
+    assert fut.progress == 0.75
+    error = apicodec.encode_error(cg.InferenceError("boom", request_id="a"))
+    follower.adopt({"id": "a", "state": "failed", "final": {"error": error}, "seq": 3})
+    assert isinstance(fut.exception(0), cg.InferenceError)  # an outcome is never stale
+    assert None not in seen
+    client.close()
+
+
 def test_detach_and_replace_are_checked_before_anything_starts() -> None:
     with pytest.raises(TypeError, match="detach=True is for NotebookApp, not GradioApp"):
         cg.GradioApp(factory_module="remote_models", detach=True)
