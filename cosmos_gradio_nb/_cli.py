@@ -282,6 +282,11 @@ def serve(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     from ._core.exceptions import CosmosGradioError
     from ._core.settings import DeploymentEnv, parse_auth
 
+    # gradio is imported before any worker starts (seconds): once the model loads, the
+    # main thread only waits, and a signal ends it at once.
+    from ._page.page import create_gradio_UI  # noqa: F401
+    from ._server.lifecycle import ServerRuntime  # noqa: F401
+
     setup = _setup(args)
     try:
         auth = parse_auth(DeploymentEnv(auth=args.auth).auth)
