@@ -60,6 +60,10 @@ class Follower:
         self.history_size = history_size
         self.cache_root = _cache_root(client.url)
         self._lock = threading.Lock()
+        # Records arrive on several threads (the event stream, submit's and cancel's answers,
+        # a resync): judging one's age and applying it is one step, or an older record
+        # judged fresh could be applied after a newer event and set progress back.
+        self._applying = threading.RLock()
         self._futures: collections.OrderedDict[str, RemoteFuture] = collections.OrderedDict()
         self._positions: dict[str, int] = {}
         self._finishing: set[str] = set()
@@ -112,6 +116,10 @@ class Follower:
         one older than what the future already shows (an answer that crossed a later
         event on the way) changes nothing, so progress never goes back.
         """
+        with self._applying:
+            self._apply_locked(fut, record)
+
+    def _apply_locked(self, fut: RemoteFuture, record: dict[str, Any]) -> None:
         if fut.done():
             return
         seq = record.get("seq")

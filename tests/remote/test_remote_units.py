@@ -197,6 +197,43 @@ def test_an_answer_older_than_an_applied_event_changes_nothing() -> None:
     client.close()
 
 
+def test_an_older_answer_applied_on_another_thread_never_lands_after_a_newer_event() -> None:
+    """The submit answer's thread judges its record fresh, then is overtaken by the stream's
+    thread applying a newer event: the older record must not be applied after it."""
+    from cosmos_gradio_nb._remote.follow import Follower
+    from cosmos_gradio_nb._remote.future import RemoteFuture
+    from cosmos_gradio_nb._remote.http import ApiClient
+
+    client = ApiClient("http://127.0.0.1:9/", "token", None)  # nothing here calls the server
+    follower = Follower(client)
+    fut = follower.adopt({"id": "b", "state": "queued", "progress": None, "message": "", "seq": 1})
+    newer_applied = threading.Event()
+    first = [True]
+    original = RemoteFuture._apply
+
+    def overtaken(self: RemoteFuture, record: dict[str, object]) -> None:
+        if first[0]:  # the older record: let the newer event in before applying it
+            first[0] = False
+            newer = threading.Thread(
+                target=follower.apply,
+                args=(
+                    fut,
+                    {"id": "b", "state": "running", "progress": 0.5, "message": "half", "seq": 3},
+                ),
+            )
+            newer.start()
+            newer_applied.wait(0.5)  # without the lock it lands now; with it, after us
+        original(self, record)
+        if not first[0] and record.get("seq") == 3:
+            newer_applied.set()
+
+    fut._apply = overtaken.__get__(fut)  # type: ignore[method-assign]
+    follower.apply(fut, {"id": "b", "state": "running", "progress": None, "message": "", "seq": 2})
+    assert newer_applied.wait(10), "the newer event was never applied"
+    assert (fut.progress, fut.progress_message, fut._seen) == (0.5, "half", 3)
+    client.close()
+
+
 def test_detach_and_replace_are_checked_before_anything_starts() -> None:
     with pytest.raises(TypeError, match="detach=True is for NotebookApp, not GradioApp"):
         cg.GradioApp(factory_module="remote_models", detach=True)
