@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ._engine.future import InferenceFuture
     from ._notebook.form import create_widget_UI
     from ._page.page import create_gradio_UI
+    from ._remote.connect import connect
 
 try:  # one source of truth: the installed package's metadata (pyproject.toml)
     __version__ = importlib.metadata.version("cosmos_gradio_nb")
@@ -63,6 +64,7 @@ __all__ = [
     "WorkerInfo",
     "WorkerStartupError",
     "check_asset_path",
+    "connect",
     "create_gradio_UI",
     "create_widget_UI",
     "load_results",
@@ -78,6 +80,7 @@ _LAZY = {
     "WorkerInfo": "._app.apps",
     "InferenceFuture": "._engine.future",
     "InferenceResult": "._core.result",
+    "connect": "._remote.connect",
     "create_gradio_UI": "._page.page",
     "create_widget_UI": "._notebook.form",
     "load_results": "._core.history",

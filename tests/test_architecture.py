@@ -11,8 +11,10 @@ The layers, bottom up (a layer may import any layer below it, never one above)::
     _engine      queue and fault policy, futures, the backend seam (on _core only)
     _backends    process machinery, local and Ray backends (local and ray never meet)
     _app         composition: NotebookApp, GradioApp
+    _remote      beside it: the client of a server (connect(), detached apps)
     _notebook    displays, widgets, the notebook-aware launch
     _page        the Gradio page (it installs the notebook's launch)
+    _server      beside it: a server's API, event stream and runtime record
     _cli         the command line, at the very top
 
 ``_core/rich.py`` is the one sanctioned hop up: lazily, for rich display, into the
@@ -44,8 +46,10 @@ LAYERS = {
     "_engine": 1,
     "_backends": 2,
     "_app": 3,
+    "_remote": 3,
     "_notebook": 4,
     "_page": 5,
+    "_server": 5,
     "_cli": 6,
     "_doctor": 6,
     "__main__": 6,

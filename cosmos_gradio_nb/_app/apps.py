@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import abc
+import inspect
 import logging
 import threading
 import weakref
@@ -9,7 +11,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from .._backends.local import LocalBackend
 from .._core import rich
@@ -24,6 +26,7 @@ from .._engine.config import EngineConfig
 from .._engine.future import InferenceFuture
 from .._engine.pool import BackendFactory, WorkerPool
 from .._engine.request import RequestInfo, WorkerInfo, new_request
+from .._remote.app import RemoteApp
 from .arguments import check_arguments, constructor_signature, parameters_doc
 
 __all__ = ["GradioApp", "NotebookApp", "WorkerInfo"]
@@ -159,12 +162,17 @@ class _BaseApp:
         max_request_kb: float | None = None,
         upload_cache_max_age: float | None = None,
         upload_cache_max_mb: float | None = None,
+        runtime_dir: str | Path | None = None,
+        idle_timeout: float | None = None,
         max_queue_size: int | None = None,
         worker_env: dict[str, str] | None = None,
         echo_logs: bool = False,
         history_size: int = 1000,
+        detach: bool = False,
+        replace: bool = False,
     ) -> None:
         given = locals()
+        _check_detach(type(self), detach, replace)
         settings = {k: given[k] for k in app_settings() if given[k] is not None}
         # Everything that can be wrong is checked before anything is started or replaced.
         spec, label = _factory_spec(factory, factory_module, factory_function)
@@ -388,7 +396,7 @@ class _BaseApp:
 
 
 @public
-class NotebookApp(_BaseApp):
+class NotebookApp(_BaseApp, metaclass=abc.ABCMeta):
     """The app for notebooks and scripts: returns at once, ``infer`` gives a future.
 
     Creating a NotebookApp with the ``name`` of a live one (default: the factory)
@@ -396,6 +404,14 @@ class NotebookApp(_BaseApp):
     mistake in the new app's arguments raises before the old one is touched.
     Displaying the app in a notebook shows a live panel of its workers and jobs.
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> NotebookApp:
+        # detach=True: the app runs in a server; what is returned is its client, which
+        # isinstance() counts as a NotebookApp (registered below) and __init__ skips.
+        if kwargs.get("detach"):
+            check_arguments(cls, args, kwargs)  # a wrong keyword named on the public class
+            return _detached(args, kwargs)
+        return cast(NotebookApp, super().__new__(cls, *args, **kwargs))
 
     def _before_start(self) -> None:
         with _named_lock:
@@ -415,6 +431,40 @@ class NotebookApp(_BaseApp):
 
     def _ipython_display_(self) -> None:
         rich.display_app(self)
+
+
+# The signature callers see (help(), inspect) is the constructor's, not __new__'s (*args).
+NotebookApp.__new__.__signature__ = inspect.signature(_BaseApp.__init__)  # type: ignore[attr-defined]
+NotebookApp.register(RemoteApp)  # a connected or detached app is a NotebookApp to isinstance()
+
+
+def _check_detach(cls: type, detach: bool, replace: bool) -> None:
+    if detach and not issubclass(cls, NotebookApp):
+        raise TypeError(f"detach=True is for NotebookApp, not {cls.__name__}")
+    if replace and not detach:
+        raise TypeError("replace=True goes with detach=True (it replaces a running server)")
+
+
+def _detached(args: tuple[Any, ...], kwargs: dict[str, Any]) -> NotebookApp:
+    """``NotebookApp(..., detach=True)``: reuse, replace or start its server, and connect."""
+    from .._remote.detach import open_detached
+    from .._remote.spec import AppSpec
+
+    bound = inspect.signature(_BaseApp.__init__).bind(None, *args, **kwargs)
+    bound.apply_defaults()
+    given = bound.arguments
+    fn, module, function = _normalize_factory(
+        given["factory"], given["factory_module"], given["factory_function"]
+    )
+    settings = {k: given[k] for k in app_settings() if given[k] is not None}
+    env = _resolve_env(given["env"], settings)  # a bad setting raises here, before anything
+    spec = AppSpec.of_app(given, fn, module, function, env)
+    with _named_lock:  # an app of that name in this kernel gives its GPUs to the server
+        ref = _named_apps.pop(spec.name, None)
+    local = ref() if ref else None
+    if local is not None and not local.closed:
+        local.close()
+    return cast(NotebookApp, open_detached(spec, env, replace=bool(given["replace"])))
 
 
 @public

@@ -45,6 +45,13 @@ echo_logs:
     Also copy worker output to this process's stderr (the server does).
 history_size:
     How many of this app's futures ``history`` keeps.
+detach:
+    ``NotebookApp`` only: run the app in a server process of its own that outlives
+    the kernel (``RUNTIME_DIR`` records it); re-running the cell after a kernel
+    restart reconnects to it, with the model still loaded.
+replace:
+    With ``detach=True``: stop a running server of this name whose model or
+    settings differ, and start this one (without it, that is an error).
 """
 
 

@@ -143,6 +143,19 @@ class DeploymentEnv(BaseSettings):
         "that no request names are deleted as uploads arrive; at least MAX_UPLOAD_MB.",
         gt=0,
     )
+    # -- servers (serve, detached apps) ---------------------------------------------------
+    runtime_dir: Path | None = _setting(
+        None,
+        "Where servers (serve, detached apps) write their runtime records (URL, pid, access "
+        "token), owner-only; unset: the Jupyter runtime folder's cosmos_gradio_nb/, else "
+        "$XDG_RUNTIME_DIR/cosmos_gradio_nb/, else ~/.cosmos_gradio_nb/runtime/.",
+    )
+    idle_timeout: float | None = _setting(
+        None,
+        "Seconds a server (serve, a detached app's) waits with no request, no API client and "
+        "no open page before it stops by itself; unset: it never does.",
+        gt=0,
+    )
     # These three are about how the page is served and shown, not about an app: they
     # are read from the environment (or given to ``launch``), not app keywords.
     auth: str | None = _setting(
@@ -229,6 +242,9 @@ class DeploymentEnv(BaseSettings):
                 "log_file": self.log_file.expanduser().resolve(),
                 "checkpoint_dir": self.checkpoint_dir.expanduser().resolve(),
                 "asset_dirs": [d.expanduser().resolve() for d in self.asset_dirs],
+                "runtime_dir": (
+                    None if self.runtime_dir is None else self.runtime_dir.expanduser().resolve()
+                ),
             }
         )
 

@@ -43,7 +43,13 @@ from .._core.net import bind_problem
 from .._core.presentation import esc
 from .frontend import Frontend, check_proxy_version, detect_frontend
 
-__all__ = ["find_free_port", "install_launch", "notebook_launch"]
+__all__ = [
+    "find_free_port",
+    "install_launch",
+    "notebook_launch",
+    "proxy_root_path",
+    "show_server_page",
+]
 
 _DEFAULT_PORT = 7860
 _PORT_RANGE = 100
@@ -143,7 +149,7 @@ def _show(demo: Any, src: str, html_text: str, plain: str) -> None:
     from IPython.display import display
 
     handle = display({"text/html": html_text, "text/plain": plain}, raw=True, display_id=True)
-    if handle is not None:
+    if handle is not None and demo is not None:
         with _lock:
             _shown.setdefault(demo, []).append((handle, src))
 
@@ -321,3 +327,57 @@ def install_launch(demo: Any, app: Any = None) -> Any:
 
     demo.close = close
     return demo
+
+
+# -- a page served by another process (a connected or detached app's server) ----------------
+def proxy_root_path(port: int, proxy: bool | None = None) -> str:
+    """``<base_url>proxy/<port>`` when this notebook shows pages through jupyter-server-proxy."""
+    frontend = detect_frontend(proxy)
+    return f"{frontend.base_url}proxy/{port}" if frontend.kind == "proxy" else ""
+
+
+def show_server_page(
+    url: str,
+    *,
+    app: Any = None,
+    inline: bool = True,
+    height: int = 900,
+    proxy: bool | None = None,
+    root_path: str = "",
+) -> str:
+    """Show the page a server already serves at ``url`` in this cell, as ``launch`` would.
+
+    Nothing is launched: the server (a detached app's, or one ``connect()`` reached)
+    runs elsewhere. Behind jupyter-server-proxy the iframe goes through the proxy,
+    which works only if the server was started with that root path (a detached app
+    started from this notebook is); otherwise the cell says so. Returns the URL shown.
+    """
+    from urllib.parse import urlsplit
+
+    frontend = detect_frontend(proxy)
+    port = urlsplit(url).port or 80
+    if frontend.kind == "terminal" or not inline:
+        return url
+    src, note = url, ""
+    if frontend.kind == "proxy":
+        check_proxy_version()
+        wanted = f"{frontend.base_url}proxy/{port}"
+        src = wanted + "/"
+        if root_path.rstrip("/") != wanted:
+            note = (
+                f"this server was started with root path {root_path or '/'!r}, not {wanted!r}: "
+                "its page may not work through the proxy (a detached app started from this "
+                "notebook, or replace=True, gets the right one)"
+            )
+    elif frontend.kind == "colab":
+        from google.colab.kernel import proxyPort
+
+        src = proxyPort(port, cache=False)
+    elif frontend.kind == "vscode":
+        _show_vscode(port, app, frontend)
+        return url
+    html_text = _iframe_html(src, height)
+    if note:
+        html_text = f'<div style="font-size:12px;color:#a60">{esc(note)}</div>' + html_text
+    _show(None, src, html_text, f"Cosmos Gradio UI at {src} ({frontend.reason})")
+    return src
