@@ -67,6 +67,7 @@ CSS = (
 #cg-header-info code { font-size: 12px; }
 .cg-note { font-size: 13px; color: var(--body-text-color-subdued); min-height: 1.2em; }
 .cg-thumb { max-width: 64px; max-height: 48px; display: block; }
+.cg-dirty { color: #b45309; }
 """
     + _BADGE_CSS
 )
@@ -252,6 +253,16 @@ def schema_markdown(schema: dict[str, Any] | None, default: dict[str, Any] | Non
     return "\n".join(rows)
 
 
+def _dirty_html(dirty: bool | None) -> str:
+    """The checkout's state beside its commit: local changes mean the commit is not the code."""
+    if dirty:
+        return (
+            ' <b class="cg-dirty" title="tracked files differ from this commit">'
+            "+ local changes (dirty)</b>"
+        )
+    return ' <span class="cg-clean">(clean)</span>' if dirty is False else ""
+
+
 def header_info_html(
     *, model_name: str, app_name: str, started_at: float, git: Any, device: str
 ) -> str:
@@ -268,6 +279,7 @@ def header_info_html(
         parts.append(
             f"git <b>{esc(git.name)}</b> <code>{esc(git.branch)}</code> @ "
             f"<code>{esc(git.commit)}</code>"
+            + _dirty_html(getattr(git, "dirty", None))
             + (f' <span title="{esc(git.remote)}">({esc(git.remote)})</span>' if git.remote else "")
         )
     return '<div class="cg-header-info">' + " · ".join(parts) + "</div>"
