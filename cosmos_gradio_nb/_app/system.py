@@ -1,0 +1,110 @@
+"""One sampler of the machine figures per app, shared by every page and notebook panel.
+
+The GPUs panels (each open page's System tab, the notebook's app panel) and the
+``/system_stats`` endpoint all ask :func:`sampler_for` (app) for
+:meth:`SystemSampler.stats`. The sampler reads the machines only when asked and
+at most once per ``min_interval`` (a second): ten open pages cost one sample a
+second, and no page open costs nothing (there is no thread of its own). Callers
+that arrive while a sample is being taken wait for it rather than start another.
+
+Local workers are read here (NVML and psutil in this process); Ray workers on
+their nodes (``_backends/ray/stats.py``), each sample with the one before it so
+that CPU use is a rate over the last interval.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from .._core.stats import NodeSample, SystemStats, WorkerLike, sample_node, system_stats
+
+__all__ = ["SystemSampler", "sampler_for"]
+
+
+class StatsApp(Protocol):
+    """What the sampler reads of an app."""
+
+    env: Any
+
+    def workers(self) -> Sequence[WorkerLike]: ...
+
+
+class SystemSampler:
+    """The figures of one app's machines, sampled on demand, at most once per ``min_interval``.
+
+    Parameters
+    ----------
+    app:
+        The app (held weakly: a sampler never keeps an app alive).
+    min_interval:
+        Seconds a sample is reused for.
+    """
+
+    def __init__(self, app: StatsApp, min_interval: float = 1.0) -> None:
+        self._app = weakref.ref(app)
+        self.min_interval = min_interval
+        self.ray = getattr(app.env, "backend", "local") == "ray"
+        self._lock = threading.Lock()
+        self._last: SystemStats | None = None
+        self._last_at = 0.0
+        self._previous: dict[str, NodeSample] = {}
+        self._remote: Any = None
+        self.samples_taken = 0
+
+    def stats(self) -> SystemStats:
+        """The latest figures: reused if younger than ``min_interval``, else sampled now."""
+        with self._lock:
+            if self._last is not None and time.monotonic() - self._last_at < self.min_interval:
+                return self._last
+            self._last = self._sample()
+            self._last_at = time.monotonic()
+            self.samples_taken += 1
+            return self._last
+
+    def _workers(self) -> list[WorkerLike]:
+        app = self._app()
+        if app is None or getattr(app, "closed", False):
+            return []
+        try:
+            return list(app.workers())
+        except Exception:  # an app closing under us: the machine is still worth showing
+            return []
+
+    def _sample(self) -> SystemStats:
+        workers = self._workers()
+        pids: dict[str, list[int]] = {}
+        for w in workers:
+            pids.setdefault(w.node, [])
+            if w.pid is not None:
+                pids[w.node].append(w.pid)
+        if self.ray:
+            if self._remote is None:
+                from .._backends.ray.stats import RayNodeStats
+
+                self._remote = RayNodeStats()
+            samples: dict[str, NodeSample | str] = self._remote.sample(pids)
+        else:
+            here = socket.gethostname()
+            mine = [p for node, found in pids.items() for p in found]  # local: one machine
+            samples = {here: sample_node(mine, node=here)}
+        stats = system_stats(workers, samples, self._previous)
+        self._previous = {k: v for k, v in samples.items() if isinstance(v, NodeSample)}
+        return stats
+
+
+_samplers: weakref.WeakKeyDictionary[Any, SystemSampler] = weakref.WeakKeyDictionary()
+_registry_lock = threading.Lock()
+
+
+def sampler_for(app: StatsApp) -> SystemSampler:
+    """The one sampler of ``app`` (made on first use, gone with the app)."""
+    with _registry_lock:
+        sampler = _samplers.get(app)
+        if sampler is None:
+            sampler = _samplers[app] = SystemSampler(app)
+        return sampler
