@@ -157,6 +157,7 @@ class _BaseApp:
         max_upload_mb: float | None = None,
         max_request_kb: float | None = None,
         upload_cache_max_age: float | None = None,
+        trash_retention_days: float | None = None,
         max_queue_size: int | None = None,
         worker_env: dict[str, str] | None = None,
         echo_logs: bool = False,

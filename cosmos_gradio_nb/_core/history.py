@@ -11,6 +11,13 @@ listing is cached until the folder's modification time changes (adding or
 removing a request folder changes it). A folder whose ``status.json`` is
 missing, half-written or not an object is listed as ``broken`` with the reason;
 it never breaks the list.
+
+Filtering by state (``page_of_runs(..., states=...)``) has to know every run's
+state: each is read once and kept, a finished run's for good (it never changes
+again), any other's until its ``status.json`` changes; so the first filtered
+listing of 10,000 runs reads them all, and later ones cost a dictionary lookup
+per finished run. Deleted runs sit in ``OUTPUT_DIR/.trash`` (``_core/trash.py``),
+which is not a run folder and is never listed.
 """
 
 from __future__ import annotations
@@ -31,14 +38,17 @@ from .public import public
 from .result import InferenceResult
 
 __all__ = [
+    "FINISHED_STATES",
     "HistoryPage",
     "ResultList",
     "RunRecord",
+    "differing_params",
     "list_run_names",
     "load_results",
     "page_of_runs",
     "params_summary",
     "read_run",
+    "run_state",
 ]
 
 # <YYYYmmdd-HHMMSS>_<id>: what request_folder() makes (the id is 12 hex digits today).
@@ -233,6 +243,44 @@ class _ListingCache:
 _listing = _ListingCache()
 
 
+FINISHED_STATES = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class _StateCache:
+    """Each run folder's state, read once; a finished state kept for good (see module doc)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._states: dict[str, tuple[int, str]] = {}
+
+    def state(self, folder: Path) -> str:
+        key = str(folder)
+        with self._lock:
+            hit = self._states.get(key)
+        if hit is not None and hit[1] in FINISHED_STATES:
+            return hit[1]
+        try:
+            mtime = os.stat(folder / STATUS_FILE).st_mtime_ns
+        except OSError:
+            mtime = 0
+        if hit is not None and hit[0] == mtime:
+            return hit[1]
+        status, _broken, mtime = _read_status(folder / STATUS_FILE)
+        state = status.get("state") if status is not None else None
+        found = state if isinstance(state, str) and state else "broken"
+        with self._lock:
+            self._states[key] = (mtime, found)
+        return found
+
+
+_states = _StateCache()
+
+
+def run_state(folder: str | os.PathLike[str]) -> str:
+    """The state a run folder's status.json gives (``broken`` when it cannot be read); cached."""
+    return _states.state(Path(folder))
+
+
 def list_run_names(output_dir: str | os.PathLike[str]) -> list[str]:
     """Names of the request folders in ``output_dir``, newest first (cached, see module doc)."""
     return _listing.names(Path(output_dir).resolve())
@@ -257,17 +305,26 @@ class HistoryPage:
 
 
 def page_of_runs(
-    output_dir: str | os.PathLike[str], offset: int = 0, limit: int = 20, *, contains: str = ""
+    output_dir: str | os.PathLike[str],
+    offset: int = 0,
+    limit: int = 20,
+    *,
+    contains: str = "",
+    states: Iterable[str] | None = None,
 ) -> HistoryPage:
     """Runs ``offset .. offset+limit`` (newest first); only those folders are read.
 
     ``contains`` keeps the folders whose name contains it (a request id, or a date
-    such as ``20261202``).
+    such as ``20261202``); ``states`` (``{"failed"}``, say) keeps the runs in one of
+    those states (see the module doc for what that reads).
     """
     root = Path(output_dir).resolve()
     names = list_run_names(root)
     if contains:
         names = [n for n in names if contains in n]
+    wanted = frozenset(states or ())
+    if wanted:
+        names = [n for n in names if _states.state(root / n) in wanted]
     total = len(names)
     offset = max(0, min(offset, max(0, total - 1)))
     end = min(total, offset + max(0, limit))
@@ -315,6 +372,25 @@ def params_summary(
     if len(keys) > limit:
         parts.append(f"(+{len(keys) - limit})")
     return " ".join(parts)
+
+
+_MISSING = object()
+
+
+def differing_params(params: Sequence[dict[str, Any]]) -> list[str]:
+    """The keys whose value is not the same in every one of ``params`` (absent counts).
+
+    In first-seen order, ``output_dir`` left out: what tells compared runs apart.
+    """
+    keys: dict[str, None] = {}
+    for p in params:
+        keys.update(dict.fromkeys(k for k in p if k != "output_dir"))
+    out = []
+    for key in keys:
+        values = [json.dumps(p.get(key, _MISSING), sort_keys=True, default=repr) for p in params]
+        if len(set(values)) > 1:
+            out.append(key)
+    return out
 
 
 class ResultList(Sequence["InferenceResult"]):
