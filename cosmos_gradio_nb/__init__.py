@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from ._core.result import InferenceResult
     from ._core.settings import DeploymentEnv
     from ._engine.future import InferenceFuture
+    from ._notebook.compare import compare
     from ._notebook.form import create_widget_UI
     from ._page.page import create_gradio_UI
 
@@ -61,6 +62,7 @@ __all__ = [
     "WorkerInfo",
     "WorkerStartupError",
     "check_asset_path",
+    "compare",
     "create_gradio_UI",
     "create_widget_UI",
     "load_results",
@@ -78,6 +80,7 @@ _LAZY = {
     "create_gradio_UI": "._page.page",
     "create_widget_UI": "._notebook.form",
     "load_results": "._core.history",
+    "compare": "._notebook.compare",
 }
 
 

@@ -34,6 +34,7 @@ def test_public_names_are_pinned() -> None:
         "WorkerInfo",
         "WorkerStartupError",
         "check_asset_path",
+        "compare",
         "create_gradio_UI",
         "create_widget_UI",
         "load_results",
