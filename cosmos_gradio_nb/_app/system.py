@@ -3,7 +3,7 @@
 The GPUs panels (each open page's System tab, the notebook's app panel) and the
 ``/system_stats`` endpoint all ask :func:`sampler_for` (app) for
 :meth:`SystemSampler.stats`. The sampler reads the machines only when asked and
-at most once per ``min_interval`` (a second): ten open pages cost one sample a
+at most about once a second (``min_interval``): ten open pages cost one sample a
 second, and no page open costs nothing (there is no thread of its own). Callers
 that arrive while a sample is being taken wait for it rather than start another.
 
@@ -42,13 +42,14 @@ class SystemSampler:
     app:
         The app (held weakly: a sampler never keeps an app alive).
     min_interval:
-        Seconds a sample is reused for.
+        Seconds a sample is reused for: a little under the panels' one second, so a
+        panel's tick never gets the sample its previous tick got.
     """
 
-    def __init__(self, app: StatsApp, min_interval: float = 1.0) -> None:
-        self._app = weakref.ref(app)
+    def __init__(self, app: StatsApp | None, min_interval: float = 0.9) -> None:
+        self._app = weakref.ref(app) if app is not None else lambda: None
         self.min_interval = min_interval
-        self.ray = getattr(app.env, "backend", "local") == "ray"
+        self.ray = app is not None and getattr(app.env, "backend", "local") == "ray"
         self._lock = threading.Lock()
         self._last: SystemStats | None = None
         self._last_at = 0.0
@@ -82,28 +83,48 @@ class SystemSampler:
             pids.setdefault(w.node, [])
             if w.pid is not None:
                 pids[w.node].append(w.pid)
+        samples = self._read(pids)
+        if not self._previous:
+            # The very first sample has nothing to take a rate against: take a baseline
+            # first, a fifth of a second earlier (as psutil.cpu_percent(interval=0.2) does).
+            self._previous = {k: v for k, v in samples.items() if isinstance(v, NodeSample)}
+            threading.Event().wait(0.2)
+            samples = self._read(pids)
+        stats = system_stats(workers, samples, self._previous)
+        self._previous = {k: v for k, v in samples.items() if isinstance(v, NodeSample)}
+        return stats
+
+    def _read(self, pids: dict[str, list[int]]) -> dict[str, NodeSample | str]:
         if self.ray:
             if self._remote is None:
                 from .._backends.ray.stats import RayNodeStats
 
                 self._remote = RayNodeStats()
-            samples: dict[str, NodeSample | str] = self._remote.sample(pids)
-        else:
-            here = socket.gethostname()
-            mine = [p for node, found in pids.items() for p in found]  # local: one machine
-            samples = {here: sample_node(mine, node=here)}
-        stats = system_stats(workers, samples, self._previous)
-        self._previous = {k: v for k, v in samples.items() if isinstance(v, NodeSample)}
-        return stats
+            found: dict[str, NodeSample | str] = self._remote.sample(pids)
+            return found
+        here = socket.gethostname()
+        mine = [p for found in pids.values() for p in found]  # local: all on this machine
+        return {here: sample_node(mine, node=here)}
 
 
 _samplers: weakref.WeakKeyDictionary[Any, SystemSampler] = weakref.WeakKeyDictionary()
 _registry_lock = threading.Lock()
 
 
-def sampler_for(app: StatsApp) -> SystemSampler:
-    """The one sampler of ``app`` (made on first use, gone with the app)."""
+_machine: SystemSampler | None = None
+
+
+def sampler_for(app: StatsApp | None) -> SystemSampler:
+    """The one sampler of ``app`` (made on first use, gone with the app).
+
+    ``None`` (a page whose ``infer_func`` is no app's) gets this machine's figures alone.
+    """
+    global _machine
     with _registry_lock:
+        if app is None:
+            if _machine is None:
+                _machine = SystemSampler(None)
+            return _machine
         sampler = _samplers.get(app)
         if sampler is None:
             sampler = _samplers[app] = SystemSampler(app)

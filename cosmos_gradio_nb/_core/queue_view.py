@@ -42,6 +42,7 @@ class RequestEntry(TypedDict, total=False):
     queued_at: float | None
     started_at: float | None
     group: int | None
+    stopping: bool
 
 
 class QueueSource(Protocol):
@@ -83,6 +84,8 @@ class QueueRow:
     """When it started running (running) or was queued (queued), epoch seconds."""
     group: int | None
     params: dict[str, Any]
+    stopping: bool = False
+    """A stop was asked for and the request has not ended yet."""
 
     @property
     def short_id(self) -> str:
@@ -114,6 +117,7 @@ class QueueRow:
             "message": self.message,
             "preview": self.preview,
             "group": self.group,
+            "stopping": self.stopping,
             "params": self.params,
             "summary": self.summary,
             "since": self.since,
@@ -151,6 +155,7 @@ def queue_rows(
                 since=since if since is not None else _number(e.get("queued_at")),
                 group=e.get("group") if isinstance(e.get("group"), int) else None,
                 params=params,
+                stopping=bool(e.get("stopping")),
             )
         )
     return rows

@@ -15,12 +15,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from .._core.presentation import device_label, esc, group_state_style, queue_wording
+from .._core.presentation import (
+    StateStyle,
+    device_label,
+    esc,
+    group_state_style,
+    queue_wording,
+    state_style,
+)
 from .._core.queue_view import QueueRow, duration_words
 from .._core.stats import GpuSample, NodeStats, RankStats, SystemStats
-from .display import badge
 
-__all__ = ["QUEUE_JS", "gib", "queue_html", "stats_html"]
+__all__ = ["QUEUE_JS", "gib", "queue_html", "rank_figures_html", "stats_html"]
 
 _TABLE = "border-collapse:collapse;font-size:13px;width:100%"
 _CELL = "padding:3px 8px;text-align:left;vertical-align:middle;border-bottom:1px solid #e5e7eb"
@@ -77,6 +83,18 @@ def _bar(fraction: float | None, width: int = 90, color: str = "#2563eb") -> str
     )
 
 
+def _badge(style: StateStyle) -> str:
+    """A state as the coloured badge of every display (``display.badge``'s look)."""
+    return (
+        f'<span style="background:{style.color};color:white;border-radius:4px;padding:1px 6px;'
+        f'font-size:12px">{esc(style.word)}</span>'
+    )
+
+
+def badge(state: str) -> str:
+    return _badge(state_style(state))
+
+
 def _th(*names: str) -> str:
     return "<tr>" + "".join(f'<th style="{_CELL}">{esc(n)}</th>' for n in names) + "</tr>"
 
@@ -96,6 +114,8 @@ def _place(row: QueueRow) -> str:
 def _progress(row: QueueRow) -> str:
     if not row.running:
         return ""
+    if row.stopping:
+        return f'<span style="{_MUTED}">stopping: asked the model to stop</span>'
     text = f"{row.progress:.0%}" if row.progress is not None else ""
     if row.message:
         text = f"{text} · {row.message}" if text else row.message
@@ -124,7 +144,9 @@ def _queue_row(
         _td(preview),
         f'<td style="{_CELL};white-space:nowrap"{since}>{esc(duration_words(elapsed))}</td>',
     ]
-    if actions:
+    if actions and row.stopping:
+        cells.append(_td(f'<span style="{_MUTED}">stopping...</span>'))
+    elif actions:
         action = row.action()
         cells.append(
             _td(
@@ -234,21 +256,24 @@ def _node_line(node: NodeStats) -> str:
     return f'<div style="margin:4px 0">{line}</div>'
 
 
-def _rank_row(r: RankStats) -> str:
-    state = group_state_style(r.state)
-    state_html = (
-        f'<span style="background:{state.color};color:white;border-radius:4px;padding:1px 6px;'
-        f'font-size:12px">{esc(state.word)}</span>'
-    )
+def rank_figures_html(r: RankStats) -> str:
+    """A rank's device figures: its GPU's memory and utilisation, else its CPU and memory."""
     if r.gpu is not None:
-        device = f"GPU {r.gpu.index} · {esc(r.gpu.name)}"
         figures = _memory(r.gpu.memory_used, r.gpu.memory_total) + " · " + _util(r.gpu)
         if r.gpu_memory:
             figures += f'<br><span style="{_MUTED}">this rank holds {gib(r.gpu_memory)}</span>'
+        return figures
+    cpu = "-" if r.cpu_percent is None else f"{r.cpu_percent:.0f}%"
+    return f"CPU {cpu} · memory {gib(r.rss) or '-'}"
+
+
+def _rank_row(r: RankStats) -> str:
+    state_html = _badge(group_state_style(r.state))
+    if r.gpu is not None:
+        device = f"GPU {r.gpu.index} · {esc(r.gpu.name)}"
     else:
         device = esc(device_label(r.device))
-        cpu = "-" if r.cpu_percent is None else f"{r.cpu_percent:.0f}%"
-        figures = f"CPU {cpu} · memory {gib(r.rss) or '-'}"
+    figures = rank_figures_html(r)
     request = f"<code>{esc(r.request_id)}</code>" if r.request_id else ""
     return (
         "<tr>"
@@ -263,8 +288,8 @@ def _rank_row(r: RankStats) -> str:
     )
 
 
-def stats_html(stats: SystemStats, *, title: bool = True) -> str:
-    """Every node's CPU, memory and GPUs, then every worker rank with its device's figures."""
+def stats_html(stats: SystemStats, *, title: bool = True, ranks: bool = True) -> str:
+    """Every node's CPU, memory and GPUs, then (``ranks``) every worker rank with its figures."""
     requests = {f"g{r.group} r{r.rank}": r.request_id or "" for r in stats.ranks}
     parts = []
     if title:
@@ -280,7 +305,9 @@ def stats_html(stats: SystemStats, *, title: bool = True) -> str:
                 f'<table style="{_TABLE}">{_th("GPU", "device", "memory", "utilisation", "used by")}'
                 f"{_gpu_rows(node, requests)}</table>"
             )
-    if stats.ranks:
+    if not ranks:
+        pass
+    elif stats.ranks:
         label = "GPU memory · utilisation" if stats.has_gpus else "process CPU · memory"
         parts.append(
             f'<table style="{_TABLE};margin-top:6px">'

@@ -68,6 +68,7 @@ CSS = (
 .cg-note { font-size: 13px; color: var(--body-text-color-subdued); min-height: 1.2em; }
 .cg-thumb { max-width: 64px; max-height: 48px; display: block; }
 .cg-dirty { color: #b45309; }
+#cg-hist-table [aria-label="Static column"] { display: none; }
 """
     + _BADGE_CSS
 )
