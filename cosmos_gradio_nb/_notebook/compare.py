@@ -29,35 +29,41 @@ MIN_RUNS, MAX_RUNS = 2, 4
 # For gr.HTML's js_on_load (``element`` is the component) and the notebook's script.
 COMPARE_JS = """
 const videos = () => Array.from(element.querySelectorAll('video.cg-cmp-video'));
-const led = (v) => { v.dataset.cgLed = String(Date.now()); };
-const leading = (v) => Date.now() - Number(v.dataset.cgLed || 0) > 400;
-const others = (src, fn) => videos().forEach((v) => { if (v !== src) { led(v); fn(v); } });
+// An event we caused on a follower is not the user's: each is expected for a second.
+const mark = (v, kind) => { (v.cgExp = v.cgExp || {})[kind] = Date.now() + 1000; };
+const ours = (v, kind) => {
+  const e = v.cgExp || {};
+  if ((e[kind] || 0) > Date.now()) { e[kind] = 0; return true; }
+  return false;
+};
+const seek = (v, t) => { if (Math.abs(v.currentTime - t) > 0.05) { mark(v, 'seeked'); v.currentTime = t; } };
+const play = (v) => { if (v.paused) { mark(v, 'play'); v.play().catch(() => {}); } };
+const others = (src, fn) => videos().forEach((v) => { if (v !== src) fn(v); });
+const isVideo = (e) => e.target.tagName === 'VIDEO' && e.target.classList.contains('cg-cmp-video');
 element.addEventListener('play', (e) => {
-  const src = e.target;
-  if (src.tagName !== 'VIDEO' || !leading(src)) return;
-  others(src, (v) => { v.currentTime = src.currentTime; v.play().catch(() => {}); });
+  if (!isVideo(e) || ours(e.target, 'play')) return;
+  others(e.target, (v) => { seek(v, e.target.currentTime); play(v); });
 }, true);
 element.addEventListener('pause', (e) => {
-  const src = e.target;
-  if (src.tagName !== 'VIDEO' || !leading(src)) return;
-  others(src, (v) => v.pause());
+  if (!isVideo(e) || ours(e.target, 'pause') || e.target.ended) return;
+  others(e.target, (v) => { if (!v.paused) { mark(v, 'pause'); v.pause(); } });
 }, true);
 element.addEventListener('seeked', (e) => {
   const src = e.target;
-  if (src.tagName !== 'VIDEO' || !leading(src)) return;
-  others(src, (v) => { if (Math.abs(v.currentTime - src.currentTime) > 0.05) v.currentTime = src.currentTime; });
+  if (!isVideo(e) || ours(src, 'seeked')) return;
+  if (!src.paused && src.currentTime < 0.1) return;  // a loop starting over, not a seek
+  others(src, (v) => seek(v, src.currentTime));
 }, true);
 element.addEventListener('click', (e) => {
   if (!e.target.closest('.cg-cmp-play')) return;
-  videos().forEach((v) => { led(v); v.currentTime = 0; v.play().catch(() => {}); });
+  videos().forEach((v) => { seek(v, 0); play(v); });
 });
-setInterval(() => {
+setInterval(() => {  // the first video leads: the others follow its clock
   const vs = videos();
   if (vs.length < 2 || vs[0].paused) return;
-  const t = vs[0].currentTime;
   vs.slice(1).forEach((v) => {
-    if (Math.abs(v.currentTime - t) > 0.15) { led(v); v.currentTime = t; }
-    if (v.paused) { led(v); v.play().catch(() => {}); }
+    if (Math.abs(v.currentTime - vs[0].currentTime) > 0.15) seek(v, vs[0].currentTime);
+    play(v);
   });
 }, 1000);
 """

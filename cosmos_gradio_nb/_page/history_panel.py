@@ -163,8 +163,26 @@ class HistoryPanel:
 
     # ------------------------------------------------------------------ selection
     @staticmethod
+    def on_tick(ids: list[str], checked: list[str] | None, evt: gr.SelectData) -> tuple[Any, Any]:
+        """A click on a row's box: ``(selected ids, a line saying what can be done)``.
+
+        The table reports a box's new value only once the cell loses focus; the click's
+        select event comes at once, with the value before the click, so it decides.
+        """
+        index = evt.index if isinstance(evt.index, (list, tuple)) else [evt.index, None]
+        row, column = index[0], index[1]
+        if column != 0 or not isinstance(row, int) or not 0 <= row < len(ids or []):
+            return gr.skip(), gr.skip()
+        rid = ids[row]
+        keep = [r for r in (checked or []) if r != rid]
+        if not evt.value:  # it was not ticked: now it is
+            keep.append(rid)
+        return keep, _selection_words(keep)
+
+    @staticmethod
     def on_check(table: Any, ids: list[str], checked: list[str] | None) -> tuple[list[str], str]:
-        """The boxes changed: ``(selected ids, a line saying what can be done)``.
+        """The boxes changed (the header's box, or a cell's value committed): ``(selected ids,
+        a line saying what can be done)``.
 
         Runs ticked on other pages stay selected; this page's are as the table says.
         """

@@ -263,7 +263,7 @@ def _history_tab() -> dict[str, Any]:
         static_columns=list(range(1, len(HISTORY_COLUMNS))),
         wrap=True,
         max_height=520,
-        column_widths=["40px", "76px", "160px", "110px", "100px", "130px", "auto"],
+        column_widths=["48px", "76px", "160px", "110px", "100px", "130px", "auto"],
         elem_id="cg-hist-table",
     )
     c.update(build_history_selection())

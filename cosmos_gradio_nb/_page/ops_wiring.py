@@ -40,15 +40,11 @@ def _timers(page: Page) -> None:
     """Each tab's timer runs while that tab is shown, and only then."""
     ops = page.ops
 
-    def show(queue: bool, system: bool) -> Any:
-        return lambda: (gr.Timer(active=queue), gr.Timer(active=system))
+    def shown(evt: gr.SelectData) -> tuple[Any, Any]:
+        tab = (getattr(evt, "_data", None) or {}).get("id")
+        return gr.Timer(active=tab == "queue"), gr.Timer(active=tab == "system")
 
-    timers = [ops.queue_timer, ops.system_timer]
-    tabs = {ops.queue_tab: (True, False), ops.system_tab: (False, True)}
-    for tab in (page.hist_tab, page.fb_tab, ops.compare_tab):
-        tabs[tab] = (False, False)
-    for tab, (queue, system) in tabs.items():
-        tab.select(show(queue, system), outputs=timers, **_FAST)
+    page.tabs.select(shown, outputs=[ops.queue_timer, ops.system_timer], **_FAST)
 
 
 def _wire_queue(page: Page, queue: QueuePanel) -> None:
@@ -67,6 +63,12 @@ def _wire_history_ops(page: Page, hist: HistoryPanel, compare: ComparePanel) -> 
     listing = [page.hist_table, page.hist_label, page.hist_offset, page.hist_ids, page.hist_sig]
     search = [page.hist_search, page.hist_state, page.hist_checked]
     page.hist_state.input(hist.search, inputs=search, outputs=listing, **_PRIVATE)
+    page.hist_table.select(
+        hist.on_tick,
+        inputs=[page.hist_ids, page.hist_checked],
+        outputs=[page.hist_checked, page.hist_pick_note],
+        **_FAST,
+    )
     page.hist_table.input(
         hist.on_check,
         inputs=[page.hist_table, page.hist_ids, page.hist_checked],

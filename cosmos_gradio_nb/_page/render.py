@@ -68,7 +68,10 @@ CSS = (
 .cg-note { font-size: 13px; color: var(--body-text-color-subdued); min-height: 1.2em; }
 .cg-thumb { max-width: 64px; max-height: 48px; display: block; }
 .cg-dirty { color: #b45309; }
-#cg-hist-table [aria-label="Static column"] { display: none; }
+/* The history list is a table of static columns and one column of boxes: no lock icons, and
+   none of the editing affordances (cell menus, row and column selectors) over the boxes. */
+#cg-hist-table [aria-label="Static column"], #cg-hist-table .cell-menu-button,
+#cg-hist-table .selection-button { display: none !important; }
 """
     + _BADGE_CSS
 )
