@@ -17,6 +17,15 @@ line (prefixed ``BENCH_UI``).
    the history handler's own time in process (a render, and a timer refresh that
    finds nothing changed). Pages without a history panel (the code before it)
    report the load time only.
+4. The Queue tab with 500 queued requests (both groups held by requests that wait):
+   in process, a full render of the table, a timer refresh that finds nothing
+   changed, and ``/queue``; in Chromium, opening the tab until all 502 rows are
+   shown, and a change (one request cancelled from Python) until its row is gone.
+5. The machine figures: one sample of this machine (psutil, and NVML where there
+   is a GPU), the cached answer every other caller gets within the second, the
+   System tab's HTML; and how many samples 20 callers asking 10 times a second for
+   3 s cause (one sampler for every page: about 3).
+6. Deleting 100 past runs from History (to the trash) and undoing it, in process.
 """
 
 from __future__ import annotations
@@ -37,6 +46,8 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))  # noop_model, importable by the workers too
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from bench_ui_ops import bench_delete, bench_queue_panel, bench_stats  # noqa: E402
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
@@ -308,6 +319,9 @@ def main() -> int:
     parser.add_argument(
         "--history-runs", type=int, default=10_000, help="past request folders to make (10,000)"
     )
+    parser.add_argument(
+        "--queued", type=int, default=500, help="requests waiting in the Queue tab (500)"
+    )
     args = parser.parse_args()
     n = 50 if args.quick else 300
     clicks = 5 if args.quick else 15
@@ -357,6 +371,27 @@ def main() -> int:
         )
         results["goal_overhead_met"] = results["added_http_p50_ms"] < 50
         results["goal_error_met"] = results["error_visible_median_ms"] < 300
+        if getattr(demo, "cosmos_ops", None) is not None:
+            results.update(bench_queue_panel(app, demo, url, args.queued))
+            results["queued"] = args.queued
+            print(
+                f"Queue tab with {args.queued} queued + 2 running: in process, render "
+                f"{results['queue_render_ms']:.1f} ms ({results['queue_html_kb']:.0f} KB), "
+                f"unchanged refresh {results['queue_refresh_unchanged_ms']:.2f} ms, /queue "
+                f"{results['queue_api_list_ms']:.1f} ms\n"
+                f"  in Chromium: tab opened with every row {results['queue_tab_open_ms']:.0f} ms, "
+                f"a cancelled request's row gone {results['queue_change_shown_ms']:.0f} ms",
+                flush=True,
+            )
+            app.wait_ready(timeout=120)  # the holders' groups restart after their stop
+            results.update(bench_stats(app))
+            print(
+                f"Machine figures: a sample {results['stats_sample_ms']:.1f} ms, the cached answer "
+                f"{results['stats_cached_ms'] * 1000:.1f} us, the HTML "
+                f"{results['stats_html_ms']:.2f} ms; 20 pollers at 10/s for 3 s caused "
+                f"{results['stats_samples_for_20_pollers_3s']:.0f} samples",
+                flush=True,
+            )
         demo.close()
         t0 = time.perf_counter()
         make_history(tmp / "outputs", args.history_runs)
@@ -377,6 +412,13 @@ def main() -> int:
             f"{results['page_load_median_ms']:.0f} ms",
             flush=True,
         )
+        if getattr(demo, "cosmos_ops", None) is not None:
+            results.update(bench_delete(tmp / "outputs", 100))
+            print(
+                f"Delete 100 of the past runs (to the trash): {results['delete_ms']:.0f} ms, "
+                f"undo {results['undo_ms']:.0f} ms",
+                flush=True,
+            )
         if "history_render_ms" in results:
             print(
                 f"  history tab: opened and listed {results['history_first_list_median_ms']:.0f} ms, "

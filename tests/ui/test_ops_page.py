@@ -8,7 +8,6 @@ real page on a real Gradio server (``ui_server``, one per module).
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -257,18 +256,3 @@ def test_the_operations_endpoints_through_gradio_client(ui_server: UIServer) -> 
     back = client.predict(gone["trash_batch"], api_name="/restore_runs")
     assert back["restored"] == [done.request_id] and done.output_dir.is_dir()
     assert client.predict("20260101-000000_0123abcd", api_name="/restore_runs")["restored"] == []
-
-
-def test_a_threaded_refresh_never_sends_an_unchanged_queue(ui_server: UIServer) -> None:
-    """The timer's handler: an unchanged queue costs a signature, not a table."""
-    queue = ui_server.demo.cosmos_ops.queue
-    html, sig = queue.render()
-    results: list[Any] = []
-    threads = [
-        threading.Thread(target=lambda: results.append(queue.refresh(sig)[0])) for _ in range(8)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    assert results == [{"__type__": "update"}] * 8 and "Nothing is running" in html
