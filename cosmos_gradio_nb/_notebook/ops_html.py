@@ -53,11 +53,12 @@ const tick = () => {
 };
 setInterval(tick, 1000);
 element.addEventListener('click', (event) => {
-  const button = event.target.closest('button[data-request]');
-  if (!button) return;
+  const button = event.target.closest('button[data-action]');
+  const row = button && button.closest('tr[data-request]');
+  if (!row) return;
   button.disabled = true;
   button.textContent = button.dataset.action === 'stop' ? 'Stopping...' : 'Cancelling...';
-  trigger('click', {request_id: button.dataset.request, action: button.dataset.action});
+  trigger('click', {request_id: row.dataset.request, action: button.dataset.action});
 });
 """
 
@@ -104,22 +105,47 @@ def _td(html: str, extra: str = "") -> str:
 
 
 # -- the queue ------------------------------------------------------------------------------------
+# One style block per table instead of styles on every cell: a queue of 500 requests is one
+# table of 500 rows, sent again whenever a row changes.
+_QUEUE_CSS = (
+    "<style>.cg-queue table{border-collapse:collapse;font-size:13px;width:100%}"
+    ".cg-queue td,.cg-queue th{padding:3px 8px;text-align:left;vertical-align:middle;"
+    "border-bottom:1px solid #e5e7eb}.cg-queue .m{color:#6b7280;font-size:12px}"
+    ".cg-queue td.p{font-size:12px}.cg-queue td.t{white-space:nowrap}"
+    ".cg-queue .b{color:white;border-radius:4px;padding:1px 6px;font-size:12px}"
+    ".cg-queue .bar{display:inline-block;width:90px;height:6px;background:#e5e7eb;"
+    "border-radius:3px;vertical-align:middle;overflow:hidden}"
+    ".cg-queue .bar>span{display:block;height:100%;background:#2563eb}"
+    ".cg-queue img{max-width:96px;max-height:64px;display:block}"
+    ".cg-queue button{padding:1px 10px;border:1px solid #b91c1c;color:#b91c1c;"
+    "border-radius:6px;background:transparent;cursor:pointer}"
+    + "".join(
+        f".cg-queue .b-{state}{{background:{state_style(state).color}}}"
+        for state in ("queued", "running")
+    )
+    + "</style>"
+)
+
+
 def _place(row: QueueRow) -> str:
     if row.running:
         where = f" group {row.group}" if row.group is not None else ""
-        return f'{badge("running")}<span style="{_MUTED}">{esc(where)}</span>'
-    return f'{badge("queued")} <span style="{_MUTED}">{esc(queue_wording(row.position))}</span>'
+        return f'<span class="b b-running">running</span><span class="m">{esc(where)}</span>'
+    return f'<span class="b b-queued">queued</span> <span class="m">{esc(queue_wording(row.position))}</span>'
 
 
 def _progress(row: QueueRow) -> str:
     if not row.running:
         return ""
     if row.stopping:
-        return f'<span style="{_MUTED}">stopping: asked the model to stop</span>'
+        return '<span class="m">stopping: asked the model to stop</span>'
     text = f"{row.progress:.0%}" if row.progress is not None else ""
     if row.message:
         text = f"{text} · {row.message}" if text else row.message
-    return f'{_bar(row.progress)} <span style="{_MUTED}">{esc(text)}</span>'
+    bar = ""
+    if row.progress is not None:
+        bar = f'<span class="bar"><span style="width:{max(0.0, min(1.0, row.progress)):.1%}"></span></span> '
+    return f'{bar}<span class="m">{esc(text)}</span>'
 
 
 def _queue_row(
@@ -129,34 +155,21 @@ def _queue_row(
     if row.preview:
         src = image_src(row.preview)
         if src:
-            preview = (
-                f'<img src="{esc(src)}" alt="preview" class="cg-q-preview" '
-                'style="max-width:96px;max-height:64px;display:block"/>'
-            )
-    elapsed = row.elapsed(now)
+            preview = f'<img src="{esc(src)}" alt="preview" class="cg-q-preview"/>'
     since = f' data-since="{row.since:.3f}"' if row.since is not None else ""
-    cells = [
-        _td(_place(row)),
-        _td(f'<code title="{esc(row.request_id)}">{esc(row.short_id)}</code>'),
-        _td(esc(row.source)),
-        _td(f'<span style="font-size:12px">{esc(row.summary)}</span>'),
-        _td(_progress(row)),
-        _td(preview),
-        f'<td style="{_CELL};white-space:nowrap"{since}>{esc(duration_words(elapsed))}</td>',
-    ]
+    rid = esc(row.request_id)
+    out = (
+        f'<tr data-request="{rid}" data-state="{esc(row.state)}"><td>{_place(row)}</td>'
+        f'<td><code title="{rid}">{esc(row.short_id)}</code></td><td>{esc(row.source)}</td>'
+        f'<td class="p">{esc(row.summary)}</td><td>{_progress(row)}</td><td>{preview}</td>'
+        f'<td class="t"{since}>{esc(duration_words(row.elapsed(now)))}</td>'
+    )
     if actions and row.stopping:
-        cells.append(_td(f'<span style="{_MUTED}">stopping...</span>'))
+        out += '<td><span class="m">stopping...</span></td>'
     elif actions:
         action = row.action()
-        cells.append(
-            _td(
-                f'<button data-request="{esc(row.request_id)}" data-action="{action.lower()}" '
-                f'class="cg-q-{action.lower()}" title="{action} request {esc(row.request_id)}" '
-                'style="padding:1px 10px;border:1px solid #b91c1c;color:#b91c1c;'
-                f'border-radius:6px;background:transparent;cursor:pointer">{action}</button>'
-            )
-        )
-    return f'<tr data-request="{esc(row.request_id)}" data-state="{esc(row.state)}">{"".join(cells)}</tr>'
+        out += f'<td><button data-action="{action.lower()}">{action}</button></td>'
+    return out + "</tr>"
 
 
 def queue_html(
@@ -187,24 +200,20 @@ def queue_html(
     queued = len(rows) - running
     head = f"<b>{running}</b> running · <b>{queued}</b> queued"
     if note:
-        head += f' <span style="{_MUTED}">{esc(note)}</span>'
+        head += f' <span class="m">{esc(note)}</span>'
+    start = f'<div class="cg-queue" data-now="{now:.3f}">{_QUEUE_CSS}<div>{head}</div>'
     if not rows:
-        return (
-            f'<div class="cg-queue" data-now="{now:.3f}"><div>{head}</div>'
-            f'<div style="{_MUTED}">Nothing is running or waiting.</div></div>'
-        )
+        return f'{start}<div class="m">Nothing is running or waiting.</div></div>'
     shown = rows if limit is None else rows[:limit]
     body = "".join(_queue_row(r, now, image_src, actions) for r in shown)
     more = ""
     if len(shown) < len(rows):
-        more = f'<div style="{_MUTED}">and {len(rows) - len(shown)} more queued</div>'
+        more = f'<div class="m">and {len(rows) - len(shown)} more queued</div>'
     names = ["", "request", "from", "parameters", "progress", "preview", "time"]
     if actions:
         names.append("")
-    return (
-        f'<div class="cg-queue" data-now="{now:.3f}"><div>{head}</div>'
-        f'<table style="{_TABLE}">{_th(*names)}{body}</table>{more}</div>'
-    )
+    head_row = "<tr>" + "".join(f"<th>{esc(n)}</th>" for n in names) + "</tr>"
+    return f"{start}<table>{head_row}{body}</table>{more}</div>"
 
 
 # -- the machines ---------------------------------------------------------------------------------

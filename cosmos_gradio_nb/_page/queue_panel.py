@@ -67,50 +67,57 @@ class QueuePanel:
         """Whether the page's app lists its queue (a plain ``infer_func`` has none)."""
         return callable(getattr(self.backend.app, "requests", None))
 
-    def rows(self) -> list[QueueRow]:
-        """Running then queued requests, in order (empty without an app)."""
+    def entries(self) -> list[dict[str, Any]]:
+        """``app.requests()``: running then queued, in order (empty without an app)."""
         if not self.available:
             return []
         try:
-            entries = self.backend.app.requests()
+            return list(self.backend.app.requests())
         except Exception:  # a closed app: an empty queue rather than a broken timer
             return []
-        return queue_rows(entries, self.defaults)
+
+    def rows(self) -> list[QueueRow]:
+        """Running then queued requests, in order, ready to show."""
+        return queue_rows(self.entries(), self.defaults)
 
     @staticmethod
-    def _signature(rows: list[QueueRow]) -> str:
-        """What a render shows, except the clock (the browser keeps times ticking)."""
+    def _signature(entries: list[dict[str, Any]]) -> str:
+        """What a render shows, except the clock (the browser keeps times ticking).
+
+        Read from the app's entries as they are (a request's parameters never change),
+        so an unchanged queue of 500 costs no summary of anything.
+        """
         parts = []
-        for r in rows:
+        for e in entries:
             stamp = 0
-            if r.preview:
+            if e.get("preview"):
                 try:
-                    stamp = os.stat(r.preview).st_mtime_ns
+                    stamp = os.stat(e["preview"]).st_mtime_ns
                 except OSError:
                     stamp = -1
-            progress = None if r.progress is None else round(r.progress, 3)
-            parts.append(
-                [r.request_id, r.state, r.position, progress, r.message, stamp, r.stopping]
-            )
+            progress = e.get("progress")
+            progress = round(progress, 3) if isinstance(progress, float) else progress
+            state = (e.get("id"), e.get("state"), e.get("position"), progress, e.get("message"))
+            parts.append((*state, stamp, bool(e.get("stopping"))))
         return json.dumps(parts)
 
-    def html(self, rows: list[QueueRow] | None = None) -> str:
-        rows = self.rows() if rows is None else rows
+    def html(self, entries: list[dict[str, Any]] | None = None) -> str:
+        rows = queue_rows(self.entries() if entries is None else entries, self.defaults)
         note = "" if self.available else "(this page's infer_func is not an app's: no queue)"
         return queue_html(rows, now=time.time(), image_src=_preview_src, actions=True, note=note)
 
     def render(self) -> tuple[str, str]:
         """``(table, signature)``: the whole panel (tab opened, page loaded)."""
-        rows = self.rows()
-        return self.html(rows), self._signature(rows)
+        entries = self.entries()
+        return self.html(entries), self._signature(entries)
 
     def refresh(self, sig: str) -> tuple[Any, Any]:
         """The timer's tick: the table only if a row changed, else nothing is sent."""
-        rows = self.rows()
-        new = self._signature(rows)
+        entries = self.entries()
+        new = self._signature(entries)
         if new == sig:
             return gr.skip(), gr.skip()
-        return self.html(rows), new
+        return self.html(entries), new
 
     # ------------------------------------------------------------------ Stop / Cancel
     async def stop(self, request_id: str) -> dict[str, Any]:

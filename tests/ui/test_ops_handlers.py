@@ -182,3 +182,22 @@ def test_state_filter_and_compare_of_two_runs(app: NotebookApp) -> None:
     assert "<code>tag</code>" in html and "&quot;left&quot;" in html and "&quot;right&quot;" in html
     assert compare.show([a.request_id])[2] == "Select 2 to 4 runs to compare (1 selected)."
     assert "No run" in compare.show([a.request_id, "ffffffffffff"])[2]
+
+
+def test_a_running_requests_latest_preview_shows_in_its_row(app: NotebookApp) -> None:
+    """Needs the engine's previews (``report_progress(..., preview=...)``, ``requests()``)."""
+    queue = QueuePanel(Backend(app.infer))
+    running = app.submit({**SLOW, "preview": True})
+    try:
+        row = wait_for(
+            lambda: next((r for r in queue.rows() if r.preview), None), 30, "a preview in its row"
+        )
+        assert row.request_id == running.request_id and row.preview.endswith("preview.jpg")
+        html, sig = queue.render()
+        assert f"gradio_api/file={row.preview}?v=" in html and 'class="cg-q-preview"' in html
+        first = sig
+        wait_for(
+            lambda: queue.refresh(first)[1] not in (first, {"__type__": "update"}), 10, "a change"
+        )
+    finally:
+        _drain(app)

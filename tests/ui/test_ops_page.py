@@ -247,9 +247,9 @@ def test_the_operations_endpoints_through_gradio_client(ui_server: UIServer) -> 
         assert slow[0].cancelled() and not slow[1].done()
         refused = client.predict(slow[1].request_id, api_name="/delete_runs")
         assert refused["deleted"] == [] and slow[1].request_id in refused["refused"]
+        done = waiting.result(timeout=60)  # it ran where the stopped one was
     finally:
         _drain(ui_server)
-    done = waiting.result(timeout=60)
     gone = client.predict(f"{done.request_id}, 0123456789ab", api_name="/delete_runs")
     assert gone["deleted"] == [done.request_id] and gone["not_found"] == ["0123456789ab"]
     assert not done.output_dir.exists()

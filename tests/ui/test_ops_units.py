@@ -211,14 +211,17 @@ def test_queue_rows_keep_the_order_and_say_what_differs() -> None:
     assert [duration_words(s) for s in (5, 65, 3725)] == ["5 s", "1 min 05 s", "1 h 02 min"]
     html = queue_html(rows, now=130.0, actions=True)
     assert html.index("aaaaaaaa") < html.index("bbbbbbbb") < html.index("cccccccc")
-    assert 'data-request="aaaaaaaaaaaa" data-action="stop"' in html
-    assert 'data-request="bbbbbbbbbbbb" data-action="cancel"' in html
+    assert 'data-request="aaaaaaaaaaaa" data-state="running"' in html
+    assert html.count('data-action="stop"') == 1 and html.count('data-action="cancel"') == 2
+    assert html.index('data-action="stop"') < html.index("bbbbbbbb")  # on the running row
     assert (
         "<b>1</b> running · <b>2</b> queued" in html
         and "next in line" in html
         and "1 ahead" in html
     )
     assert 'data-since="110.000"' in html and "40% · step 4/10" in html
+    row = html[html.index("<tr data-request=") :]
+    assert len(row) < 3 * 400  # styles once per table, not on every cell
     assert "and 2 more queued" in queue_html(rows, now=130.0, limit=1)
     assert "<button" not in queue_html(rows, now=130.0)
     stopping = queue_rows([{**ENTRIES[0], "stopping": True}])
