@@ -9,7 +9,9 @@ and only while a panel is shown) decides when.
 
 A node that does not answer within ``timeout`` is reported as such, and is not
 asked again while its earlier task is still pending, so a stuck node never piles
-up tasks. The node list (Ray's ``ray.nodes()``, to turn a worker's node address
+up tasks; its answer is taken by a later call. The first task on a node may take a
+few seconds (Ray starts a worker process there for it): until it answers, the node
+is reported as waiting for its first answer. The node list (Ray's ``ray.nodes()``, to turn a worker's node address
 into a node id) is cached for ``NODES_TTL`` seconds.
 
 Kept apart from the backend: this reads Ray's cluster state, never the groups'.
@@ -50,6 +52,7 @@ class RayNodeStats:
         self._nodes: dict[str, str] = {}
         self._nodes_at = 0.0
         self._pending: dict[str, Any] = {}
+        self._answered: set[str] = set()
 
     def _ray(self) -> Any:
         import ray
@@ -103,9 +106,15 @@ class RayNodeStats:
                 done = set(ready)
                 for node, ref in asked.items():
                     if ref not in done:
-                        out[node] = f"node {node} did not answer within {self.timeout:g} s"
+                        out[node] = (
+                            f"node {node} did not answer within {self.timeout:g} s"
+                            if node in self._answered
+                            else f"waiting for node {node}'s first answer (Ray starts a "
+                            "process there for it)"
+                        )
                         continue
                     del self._pending[node]
+                    self._answered.add(node)
                     try:
                         out[node] = NodeSample.from_dict(ray.get(ref))
                     except Exception as exc:  # the node died, or the task failed there
