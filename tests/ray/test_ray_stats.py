@@ -30,6 +30,7 @@ def test_ray_workers_are_read_on_their_node(make_ray_app) -> None:
     assert [n.node for n in first.nodes] == ["127.0.0.1"]
     if first.nodes[0].error:  # Ray is starting a process on the node for its first task
         assert "first answer" in first.nodes[0].error
+
     def answered() -> object:
         found = sampler.stats()
         return None if found.nodes[0].error else found
