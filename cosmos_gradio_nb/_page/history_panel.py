@@ -180,18 +180,22 @@ class HistoryPanel:
         return keep, _selection_words(keep)
 
     @staticmethod
-    def on_check(table: Any, ids: list[str], checked: list[str] | None) -> tuple[list[str], str]:
-        """The boxes changed (the header's box, or a cell's value committed): ``(selected ids,
-        a line saying what can be done)``.
+    def on_check(table: Any, ids: list[str], checked: list[str] | None) -> tuple[Any, Any]:
+        """The header's box (every row at once): ``(selected ids, what can be done)``.
 
-        Runs ticked on other pages stay selected; this page's are as the table says.
+        The table also reports a row's box when its cell loses focus, which can be after
+        the next click's own event: a table with some rows ticked and others not says
+        nothing new (each row's click decided already, ``on_tick``), so only all-ticked
+        or none-ticked counts. Runs ticked on other pages stay selected.
         """
         rows = table.values.tolist() if hasattr(table, "values") else list(table or [])
+        flags = [bool(row[0]) is True for row in rows[: len(ids or [])] if row]
+        if not flags or (any(flags) and not all(flags)):
+            return gr.skip(), gr.skip()
         shown = set(ids or [])
         keep = [rid for rid in (checked or []) if rid not in shown]
-        for index, row in enumerate(rows):
-            if index < len(ids or []) and row and bool(row[0]) is True:
-                keep.append(ids[index])
+        if all(flags):
+            keep += list(ids)
         keep = list(dict.fromkeys(keep))
         return keep, _selection_words(keep)
 

@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import json
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -138,8 +139,18 @@ def test_delete_refuses_a_running_run_then_undo_puts_them_back(app: NotebookApp)
         ids = [r.request_id for r in done]
         checked, note = panel.on_check(
             [[True, *[""] * 6], [True, *[""] * 6]], ids[:2], ["elsewhere"]
-        )
+        )  # the header's box: every row of the page
         assert checked == ["elsewhere", ids[0], ids[1]] and "3 runs selected" in note
+        assert panel.on_check([[False, *[""] * 6]] * 2, ids[:2], checked)[0] == ["elsewhere"]
+        mixed = panel.on_check([[True, *[""] * 6], [False, *[""] * 6]], ids[:2], checked)
+        assert mixed == ({"__type__": "update"}, {"__type__": "update"})  # rows' own clicks decide
+        ticked = panel.on_tick(ids, ["elsewhere"], SimpleNamespace(index=[2, 0], value=False))
+        assert ticked == (["elsewhere", ids[2]], "2 runs selected: Compare or Delete.")
+        untick = panel.on_tick(ids, ticked[0], SimpleNamespace(index=[2, 0], value=True))
+        assert untick[0] == ["elsewhere"]
+        assert panel.on_tick(ids, [], SimpleNamespace(index=[2, 3], value="x"))[0] == {
+            "__type__": "update"
+        }  # a click elsewhere in the row is not a tick
         row, question, pending = panel.ask_delete([ids[0], ids[1], running.request_id], "")
         assert row["visible"] and "these 3 runs" in question and ".trash" in question
         hidden, said, batch, undo, cleared = panel.delete(pending)
