@@ -30,7 +30,6 @@ __all__ = ["HISTORY_COLUMNS", "PAGE_SIZE", "STATE_FILTERS", "HistoryPanel"]
 
 PAGE_SIZE = 20
 HISTORY_COLUMNS = ["✓", "", "queued (UTC)", "state", "duration", "request", "parameters"]
-ID_COLUMN = HISTORY_COLUMNS.index("request")
 # (label, value) of the state filter beside the search; "all" keeps every run.
 STATE_FILTERS = [
     ("All states", "all"),
