@@ -25,7 +25,9 @@ line (prefixed ``BENCH_UI``).
    is a GPU), the cached answer every other caller gets within the second, the
    System tab's HTML; and how many samples 20 callers asking 10 times a second for
    3 s cause (one sampler for every page: about 3).
-6. Deleting 100 past runs from History (to the trash) and undoing it, in process.
+6. With the 10,000 past runs: History's state filter (the first time reads every
+   run's status.json, later ones only those that have not finished), and deleting
+   100 past runs (to the trash) and undoing it, in process.
 """
 
 from __future__ import annotations
@@ -47,7 +49,12 @@ sys.path.insert(0, str(HERE))  # noop_model, importable by the workers too
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-from bench_ui_ops import bench_delete, bench_queue_panel, bench_stats  # noqa: E402
+from bench_ui_ops import (  # noqa: E402
+    bench_delete,
+    bench_queue_panel,
+    bench_state_filter,
+    bench_stats,
+)
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
@@ -413,8 +420,11 @@ def main() -> int:
             flush=True,
         )
         if getattr(demo, "cosmos_ops", None) is not None:
+            results.update(bench_state_filter(demo))
             results.update(bench_delete(tmp / "outputs", 100))
             print(
+                f"History's state filter over every run: first {results['filter_first_ms']:.0f} ms,"
+                f" again {results['filter_again_ms']:.0f} ms\n"
                 f"Delete 100 of the past runs (to the trash): {results['delete_ms']:.0f} ms, "
                 f"undo {results['undo_ms']:.0f} ms",
                 flush=True,

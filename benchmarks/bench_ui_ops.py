@@ -14,7 +14,7 @@ from typing import Any
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
 
-__all__ = ["bench_delete", "bench_queue_panel", "bench_stats"]
+__all__ = ["bench_delete", "bench_queue_panel", "bench_state_filter", "bench_stats"]
 
 
 def bench_queue_panel(app: Any, demo: Any, url: str, queued: int) -> dict[str, float]:
@@ -147,3 +147,22 @@ def bench_delete(output_dir: Path, n: int) -> dict[str, float]:
     if len(back["restored"]) != n:
         raise RuntimeError(f"restored {len(back['restored'])} of {n}")
     return {"delete_runs": float(n), "delete_ms": deleted * 1000, "undo_ms": restored * 1000}
+
+
+def bench_state_filter(demo: Any) -> dict[str, float]:
+    """The History tab's state filter over every past run: the first time, then again."""
+    panel = demo.cosmos_history
+    t0 = time.perf_counter()
+    first = panel.render(0, "", "succeeded")
+    cold = time.perf_counter() - t0
+    warm = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        panel.render(0, "", "succeeded")
+        warm.append(time.perf_counter() - t0)
+    if not first[3]:
+        raise RuntimeError("the filter found no succeeded run")
+    return {
+        "filter_first_ms": cold * 1000,
+        "filter_again_ms": statistics.median(warm) * 1000,
+    }
