@@ -78,7 +78,29 @@ def bench_queue_panel(app: Any, demo: Any, url: str, queued: int) -> dict[str, f
     finally:
         for fut in waiting + holders:
             fut.terminate()
+        _settle(waiting)
     return out
+
+
+def _settle(futures: list[Any], timeout: float = 120.0) -> None:
+    """Wait until every cancelled request's status.json says so: the records are written by
+    the app's own thread, and 500 of them must not run into the next figures."""
+    import json
+
+    deadline = time.monotonic() + timeout
+    left = list(futures)
+    while left and time.monotonic() < deadline:
+        still = []
+        for fut in left:
+            try:
+                state = json.loads((fut.output_dir / "status.json").read_text()).get("state")
+            except (OSError, ValueError):
+                state = None
+            if state not in ("cancelled", "succeeded", "failed"):
+                still.append(fut)
+        left = still
+        if left:
+            time.sleep(0.05)
 
 
 def bench_stats(app: Any) -> dict[str, float]:
