@@ -159,7 +159,8 @@ class QueueRows:
             set_html(text, queue_line_html(row, now, src))
             children.append(box)
         for rid in set(self._rows) - {r.request_id for r in shown}:
-            self._rows.pop(rid)[0].close()
+            for widget in self._rows.pop(rid):  # the row and its button and text: no comm left
+                widget.close()
         more = len(rows) - len(shown)
         set_html(self._more, f"<i>and {more} more queued</i>" if more > 0 else "")
         if more > 0:
