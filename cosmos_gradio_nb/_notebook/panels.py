@@ -111,7 +111,6 @@ class QueueRows:
         self.box = widgets.VBox([])
         self._rows: dict[str, tuple[widgets.HBox, widgets.Button, widgets.HTML]] = {}
         self._more = widgets.HTML("")
-        self.budget = _display.embed_budget()
 
     def _future(self, request_id: str) -> Any:
         app = self._app()
@@ -149,7 +148,7 @@ class QueueRows:
         """Show ``rows`` (running first, then the queue), the first ``QUEUE_ROWS`` with buttons."""
         shown = rows[:QUEUE_ROWS]
         children: list[widgets.Widget] = []
-        src = _display.preview_src(self.budget)
+        src = _display.preview_src(_display.embed_budget())  # this refresh's own budget
         now = time.time()
         for row in shown:
             box, button, text = self._row(row.request_id)
@@ -158,15 +157,15 @@ class QueueRows:
                 button.button_style = "danger" if row.running else ""
             set_html(text, queue_line_html(row, now, src))
             children.append(box)
-        for rid in set(self._rows) - {r.request_id for r in shown}:
-            for widget in self._rows.pop(rid):  # the row and its button and text: no comm left
-                widget.close()
         more = len(rows) - len(shown)
         set_html(self._more, f"<i>and {more} more queued</i>" if more > 0 else "")
         if more > 0:
             children.append(self._more)
         if tuple(children) != tuple(self.box.children):
             self.box.children = tuple(children)
+        for rid in set(self._rows) - {r.request_id for r in shown}:
+            for widget in self._rows.pop(rid):  # gone from the box: close its comms too
+                widget.close()
 
 
 def app_panel(app: AppView, interval: float = 0.5) -> widgets.VBox:
