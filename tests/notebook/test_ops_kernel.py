@@ -97,3 +97,51 @@ b = app.submit({{**{TINY!r}, "seed": 6, "prompt": "another"}}).result(timeout=60
     assert kernel.value("compare(load_results(limit=2)).differing") == ["prompt", "seed"]
     failed = kernel.execute("compare([a])", allow_error=True)
     assert failed.error and "compare takes 2 to 4 runs, got 1" in failed.error
+
+
+def test_queue_rows_follow_the_apps_listing_and_stop_through_the_future() -> None:
+    """The live panel's rows against a stand-in app (the real one runs in the kernel above)."""
+    import threading
+    from types import SimpleNamespace
+
+    from cosmos_gradio_nb._core.queue_view import queue_rows
+    from cosmos_gradio_nb._notebook.panels import QUEUE_ROWS, QueueRows
+
+    stopped: list[str] = []
+    done = threading.Event()
+
+    def future(rid: str) -> SimpleNamespace:
+        def terminate() -> bool:
+            stopped.append(rid)
+            done.set()
+            return True
+
+        return SimpleNamespace(request_id=rid, done=lambda: False, terminate=terminate)
+
+    entries = [
+        {
+            "id": f"{i:012x}",
+            "state": "running" if i < 2 else "queued",
+            "source": "api",
+            "position": None if i < 2 else i - 2,
+            "params": {"seed": i},
+            "queued_at": 1.0,
+        }
+        for i in range(QUEUE_ROWS + 5)
+    ]
+    class App:  # weakly referenced by the panel, as a real app is
+        history = [future(e["id"]) for e in entries]
+
+    app = App()
+    rows = QueueRows(app)  # type: ignore[arg-type]
+    rows.update(queue_rows(entries))
+    lines = rows.box.children
+    assert len(lines) == QUEUE_ROWS + 1 and "5 more queued" in lines[-1].value
+    assert [line.children[0].description for line in lines[:3]] == ["Stop", "Stop", "Cancel"]
+    assert "next in line" in lines[2].children[1].value and "api" in lines[2].children[1].value
+    lines[2].children[0].click()
+    assert done.wait(10) and stopped == [entries[2]["id"]]
+    assert lines[2].children[0].disabled and lines[2].children[0].description == "Cancelling"
+    rows.update(queue_rows(entries[3:]))  # it left the queue: its row goes, the others stay
+    assert rows.box.children[0] is lines[3] and len(rows.box.children) == QUEUE_ROWS + 1
+    assert entries[2]["id"] not in rows._rows
