@@ -84,14 +84,25 @@ class SystemSampler:
             if w.pid is not None:
                 pids[w.node].append(w.pid)
         samples = self._read(pids)
-        if not self._previous:
-            # The very first sample has nothing to take a rate against: take a baseline
-            # first, a fifth of a second earlier (as psutil.cpu_percent(interval=0.2) does).
-            self._previous = {k: v for k, v in samples.items() if isinstance(v, NodeSample)}
+        fresh = {
+            k: v
+            for k, v in samples.items()
+            if isinstance(v, NodeSample) and k not in self._previous
+        }
+        if fresh:
+            # A node's first sample has nothing to take a rate against: it becomes the
+            # baseline of a second one a fifth of a second later (as psutil.cpu_percent
+            # (interval=0.2) does). A node that does not answer that one in time keeps its
+            # first sample, without rates, for this call.
+            self._previous.update(fresh)
             threading.Event().wait(0.2)
-            samples = self._read(pids)
+            again = self._read(pids)
+            samples = {
+                k: fresh[k] if k in fresh and not isinstance(v, NodeSample) else v
+                for k, v in again.items()
+            }
         stats = system_stats(workers, samples, self._previous)
-        self._previous = {k: v for k, v in samples.items() if isinstance(v, NodeSample)}
+        self._previous.update({k: v for k, v in samples.items() if isinstance(v, NodeSample)})
         return stats
 
     def _read(self, pids: dict[str, list[int]]) -> dict[str, NodeSample | str]:

@@ -129,6 +129,7 @@ def test_queue_rows_follow_the_apps_listing_and_stop_through_the_future() -> Non
         }
         for i in range(QUEUE_ROWS + 5)
     ]
+
     class App:  # weakly referenced by the panel, as a real app is
         history = [future(e["id"]) for e in entries]
 

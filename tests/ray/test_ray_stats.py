@@ -31,9 +31,9 @@ def test_ray_workers_are_read_on_their_node(make_ray_app) -> None:
     if first.nodes[0].error:  # Ray is starting a process on the node for its first task
         assert "first answer" in first.nodes[0].error
 
-    def answered() -> object:
+    def answered() -> object:  # an answer, and one after it to take the CPU rate against
         found = sampler.stats()
-        return None if found.nodes[0].error else found
+        return None if found.nodes[0].error or found.nodes[0].cpu_percent is None else found
 
     stats = wait_for(answered, 60, 0.2)
     node = stats.nodes[0]
