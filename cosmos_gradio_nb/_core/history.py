@@ -253,6 +253,25 @@ class _StateCache:
         self._lock = threading.Lock()
         self._states: dict[str, tuple[int, str]] = {}
 
+    def keep(self, root: Path, names: list[str], wanted: frozenset[str]) -> list[str]:
+        """The ``names`` (run folders of ``root``) whose state is in ``wanted``, in order.
+
+        A finished run costs one dictionary lookup (no ``Path``, no lock per run); the
+        others are read through :meth:`state`.
+        """
+        base = str(root)
+        with self._lock:
+            known = dict(self._states)
+        out = []
+        for name in names:
+            hit = known.get(f"{base}/{name}")
+            state = hit[1] if hit is not None and hit[1] in FINISHED_STATES else None
+            if state is None:
+                state = self.state(root / name)
+            if state in wanted:
+                out.append(name)
+        return out
+
     def state(self, folder: Path) -> str:
         key = str(folder)
         with self._lock:
@@ -324,7 +343,7 @@ def page_of_runs(
         names = [n for n in names if contains in n]
     wanted = frozenset(states or ())
     if wanted:
-        names = [n for n in names if _states.state(root / n) in wanted]
+        names = _states.keep(root, names, wanted)
     total = len(names)
     offset = max(0, min(offset, max(0, total - 1)))
     end = min(total, offset + max(0, limit))
