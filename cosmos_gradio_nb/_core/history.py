@@ -393,7 +393,7 @@ def params_summary(
     return " ".join(parts)
 
 
-_MISSING = object()
+_ABSENT = object()
 
 
 def differing_params(params: Sequence[dict[str, Any]]) -> list[str]:
@@ -406,7 +406,7 @@ def differing_params(params: Sequence[dict[str, Any]]) -> list[str]:
         keys.update(dict.fromkeys(k for k in p if k != "output_dir"))
     out = []
     for key in keys:
-        values = [json.dumps(p.get(key, _MISSING), sort_keys=True, default=repr) for p in params]
+        values = [json.dumps(p.get(key, _ABSENT), sort_keys=True, default=repr) for p in params]
         if len(set(values)) > 1:
             out.append(key)
     return out
