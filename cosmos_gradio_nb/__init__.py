@@ -31,7 +31,7 @@ from ._worker.progress import report_progress
 
 if TYPE_CHECKING:
     from ._app.apps import GradioApp, NotebookApp, WorkerInfo
-    from ._core.history import load_results
+    from ._core.past_runs import load_results
     from ._core.result import InferenceResult
     from ._core.settings import DeploymentEnv
     from ._engine.future import InferenceFuture
@@ -79,7 +79,7 @@ _LAZY = {
     "InferenceResult": "._core.result",
     "create_gradio_UI": "._page.page",
     "create_widget_UI": "._notebook.form",
-    "load_results": "._core.history",
+    "load_results": "._core.past_runs",
     "compare": "._notebook.compare",
 }
 

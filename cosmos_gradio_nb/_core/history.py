@@ -27,25 +27,21 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
-from . import rich
 from .outputs import STATUS_FILE
 from .params_text import differing_params, params_summary
-from .public import public
 from .result import InferenceResult
 
 __all__ = [
     "FINISHED_STATES",
     "HistoryPage",
-    "ResultList",
     "RunRecord",
     "differing_params",
     "list_run_names",
-    "load_results",
     "page_of_runs",
     "params_summary",
     "read_run",
@@ -351,90 +347,40 @@ def page_of_runs(
     if end <= offset:
         return HistoryPage(records=[], total=total, offset=offset, limit=limit)
     # Requests queued within the same second share the name's time stamp and then sort
-    # by their random id: read the whole same-second groups at the page's edges and
-    # order each by its queue time (one status.json each, only for those groups).
+    # by their random id: the whole same-second groups at the page's edges are ordered
+    # by queue time (each run's read once, ever: 500 queued at once cost no 500 reads
+    # per refresh), and only the page's own folders are read.
     start, stop = offset, end
     while start > 0 and names[start - 1][:15] == names[offset][:15]:
         start -= 1
     while stop < total and names[stop][:15] == names[end - 1][:15]:
         stop += 1
-    records = [read_run(root / n) for n in names[start:stop]]
-    records.sort(key=lambda r: (r.name[:15], r.queued_at or 0.0), reverse=True)
-    return HistoryPage(
-        records=records[offset - start : end - start], total=total, offset=offset, limit=limit
-    )
+    read: dict[str, RunRecord] = {}
+    ordered = _by_queue_time(root, names[start:stop], read)[offset - start : end - start]
+    records = [read.get(n) or read_run(root / n) for n in ordered]
+    return HistoryPage(records=records, total=total, offset=offset, limit=limit)
 
 
-class ResultList(Sequence["InferenceResult"]):
-    """Past runs as a list of :class:`InferenceResult`, newest first; a table in a notebook.
+_queued_times: dict[str, float] = {}  # a run folder's path -> its queued_at (never changes)
 
-    ``total`` is how many runs the folder holds (the list has at most ``limit``).
+
+def _by_queue_time(root: Path, names: list[str], read: dict[str, RunRecord]) -> list[str]:
+    """``names`` newest first by (time stamp, queue time); runs read here are left in ``read``.
+
+    A run's queue time is written once, when it is accepted, so it is kept for good;
+    one not known yet (no ``status.json`` so far) counts as 0 and is asked again.
     """
+    base = str(root)
 
-    def __init__(self, results: Iterable[InferenceResult], total: int, output_dir: Path) -> None:
-        self._results = list(results)
-        self.total = total
-        self.output_dir = output_dir
+    def when(name: str) -> float:
+        key = f"{base}/{name}"
+        known = _queued_times.get(key)
+        if known is not None:
+            return known
+        record = read[name] = read_run(root / name)
+        if record.queued_at is None:
+            return 0.0
+        _queued_times[key] = record.queued_at
+        return record.queued_at
 
-    @overload
-    def __getitem__(self, index: int) -> InferenceResult: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[InferenceResult]: ...
-    def __getitem__(self, index: int | slice) -> InferenceResult | list[InferenceResult]:
-        return self._results[index]
-
-    def __len__(self) -> int:
-        return len(self._results)
-
-    def __iter__(self) -> Iterator[InferenceResult]:
-        return iter(self._results)
-
-    def __repr__(self) -> str:
-        states: dict[str, int] = {}
-        for res in self._results:
-            state = str(res.status.get("state", "?"))
-            states[state] = states.get(state, 0) + 1
-        counts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
-        return f"<ResultList {len(self)} of {self.total} runs in {self.output_dir}: {counts}>"
-
-    def _repr_html_(self) -> str:
-        return rich.results_html(self)
-
-
-@public
-def load_results(
-    output_dir: str | os.PathLike[str] | None = None,
-    *,
-    limit: int = 50,
-    offset: int = 0,
-    contains: str = "",
-) -> ResultList:
-    """The past runs of ``output_dir`` (default ``OUTPUT_DIR``) as results, newest first.
-
-    Reads the ``status.json`` of each request folder, whoever made it (this
-    session, another process, a server before its restart). A folder whose
-    status.json is missing or broken is listed with ``status["state"] ==
-    "broken"`` and the reason in ``status["broken"]``; nothing raises.
-
-    Parameters
-    ----------
-    output_dir:
-        The folder holding the request folders; default the ``OUTPUT_DIR`` setting.
-    limit, offset:
-        Which runs, counted from the newest (only those folders are read).
-    contains:
-        Keep folders whose name contains this (a request id, a date ``20261202``).
-
-    Returns
-    -------
-    ResultList
-        A sequence of :class:`InferenceResult`; displayed in a notebook it is a
-        table with thumbnails.
-    """
-    if output_dir is None:
-        from .settings import DeploymentEnv
-
-        output_dir = DeploymentEnv().output_dir
-    root = Path(output_dir).expanduser().resolve()
-    page = page_of_runs(root, offset, limit, contains=contains)
-    return ResultList((r.to_result() for r in page.records), page.total, root)
+    return sorted(names, key=lambda n: (n[:15], when(n)), reverse=True)
