@@ -17,6 +17,17 @@ line (prefixed ``BENCH_UI``).
    the history handler's own time in process (a render, and a timer refresh that
    finds nothing changed). Pages without a history panel (the code before it)
    report the load time only.
+4. The Queue tab with 500 queued requests (both groups held by requests that wait):
+   in process, a full render of the table, a timer refresh that finds nothing
+   changed, and ``/queue``; in Chromium, opening the tab until all 502 rows are
+   shown, and a change (one request cancelled from Python) until its row is gone.
+5. The machine figures: one sample of this machine (psutil, and NVML where there
+   is a GPU), the cached answer every other caller gets within the second, the
+   System tab's HTML; and how many samples 20 callers asking 10 times a second for
+   3 s cause (one sampler for every page: about 3).
+6. With the 10,000 past runs: History's state filter (the first time reads every
+   run's status.json, later ones only those that have not finished), and deleting
+   100 past runs (to the trash) and undoing it, in process.
 """
 
 from __future__ import annotations
@@ -37,6 +48,13 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))  # noop_model, importable by the workers too
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from bench_ui_ops import (  # noqa: E402
+    bench_delete,
+    bench_queue_panel,
+    bench_state_filter,
+    bench_stats,
+)
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
@@ -263,7 +281,7 @@ def bench_page_with_history(url: str, loads: int, flips: int) -> dict[str, float
                     page.click("#cg-tab-history-button")
                     page.wait_for_function(
                         "() => (document.querySelector('#cg-hist-label')?.innerText || '')"
-                        ".includes('of 10')",
+                        ".includes('Runs 1-')",
                         timeout=60_000,
                     )
                     first_list.append(time.perf_counter() - t1)
@@ -307,6 +325,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer requests (for a smoke run)")
     parser.add_argument(
         "--history-runs", type=int, default=10_000, help="past request folders to make (10,000)"
+    )
+    parser.add_argument(
+        "--queued", type=int, default=500, help="requests waiting in the Queue tab (500)"
     )
     args = parser.parse_args()
     n = 50 if args.quick else 300
@@ -357,6 +378,27 @@ def main() -> int:
         )
         results["goal_overhead_met"] = results["added_http_p50_ms"] < 50
         results["goal_error_met"] = results["error_visible_median_ms"] < 300
+        if getattr(demo, "cosmos_ops", None) is not None:
+            results.update(bench_queue_panel(app, demo, url, args.queued))
+            results["queued"] = args.queued
+            print(
+                f"Queue tab with {args.queued} queued + 2 running: in process, render "
+                f"{results['queue_render_ms']:.1f} ms ({results['queue_html_kb']:.0f} KB), "
+                f"unchanged refresh {results['queue_refresh_unchanged_ms']:.2f} ms, /queue "
+                f"{results['queue_api_list_ms']:.1f} ms\n"
+                f"  in Chromium: tab opened with every row {results['queue_tab_open_ms']:.0f} ms, "
+                f"a cancelled request's row gone {results['queue_change_shown_ms']:.0f} ms",
+                flush=True,
+            )
+            app.wait_ready(timeout=120)  # the holders' groups restart after their stop
+            results.update(bench_stats(app))
+            print(
+                f"Machine figures: a sample {results['stats_sample_ms']:.1f} ms, the cached answer "
+                f"{results['stats_cached_ms'] * 1000:.1f} us, the HTML "
+                f"{results['stats_html_ms']:.2f} ms; 20 pollers at 10/s for 3 s caused "
+                f"{results['stats_samples_for_20_pollers_3s']:.0f} samples",
+                flush=True,
+            )
         demo.close()
         t0 = time.perf_counter()
         make_history(tmp / "outputs", args.history_runs)
@@ -377,6 +419,16 @@ def main() -> int:
             f"{results['page_load_median_ms']:.0f} ms",
             flush=True,
         )
+        if getattr(demo, "cosmos_ops", None) is not None:
+            results.update(bench_state_filter(demo))
+            results.update(bench_delete(tmp / "outputs", 100))
+            print(
+                f"History's state filter over every run: first {results['filter_first_ms']:.0f} ms,"
+                f" again {results['filter_again_ms']:.0f} ms\n"
+                f"Delete 100 of the past runs (to the trash): {results['delete_ms']:.0f} ms, "
+                f"undo {results['undo_ms']:.0f} ms",
+                flush=True,
+            )
         if "history_render_ms" in results:
             print(
                 f"  history tab: opened and listed {results['history_first_list_median_ms']:.0f} ms, "

@@ -32,10 +32,11 @@ from ._worker.progress import report_progress, stop_requested
 
 if TYPE_CHECKING:
     from ._app.apps import GradioApp, NotebookApp, WorkerInfo
-    from ._core.history import load_results
+    from ._core.past_runs import load_results
     from ._core.result import InferenceResult
     from ._core.settings import DeploymentEnv
     from ._engine.future import InferenceFuture
+    from ._notebook.compare import compare
     from ._notebook.form import create_widget_UI
     from ._page.page import create_gradio_UI
     from ._remote.connect import connect
@@ -64,6 +65,7 @@ __all__ = [
     "WorkerInfo",
     "WorkerStartupError",
     "check_asset_path",
+    "compare",
     "connect",
     "create_gradio_UI",
     "create_widget_UI",
@@ -83,7 +85,8 @@ _LAZY = {
     "connect": "._remote.connect",
     "create_gradio_UI": "._page.page",
     "create_widget_UI": "._notebook.form",
-    "load_results": "._core.history",
+    "load_results": "._core.past_runs",
+    "compare": "._notebook.compare",
 }
 
 

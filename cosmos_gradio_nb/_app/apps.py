@@ -17,6 +17,7 @@ from .._backends.local import LocalBackend
 from .._core import rich
 from .._core.exceptions import ValidationError
 from .._core.protocol import FactorySpec
+from .._core.provenance import provenance
 from .._core.public import public
 from .._core.result import InferenceResult
 from .._core.settings import DeploymentEnv, app_settings
@@ -83,17 +84,6 @@ def _resolve_env(env: DeploymentEnv | None, settings: dict[str, Any]) -> Deploym
     elif settings:
         env = DeploymentEnv(**{**env.model_dump(exclude_none=True), **settings})
     return env.resolved()
-
-
-def _provenance(factory: str) -> dict[str, Any]:
-    """What made a request's outputs, for its status.json: the package's version, the factory."""
-    import importlib.metadata
-
-    try:
-        version = importlib.metadata.version("cosmos_gradio_nb")
-    except importlib.metadata.PackageNotFoundError:
-        version = "0.0.0+unknown"
-    return {"package": "cosmos_gradio_nb", "version": version, "factory": factory}
 
 
 def _backend_factory(env: DeploymentEnv) -> BackendFactory:
@@ -164,6 +154,7 @@ class _BaseApp:
         upload_cache_max_mb: float | None = None,
         runtime_dir: str | Path | None = None,
         idle_timeout: float | None = None,
+        trash_retention_days: float | None = None,
         max_queue_size: int | None = None,
         worker_env: dict[str, str] | None = None,
         echo_logs: bool = False,
@@ -200,7 +191,7 @@ class _BaseApp:
             stop_grace=self.env.stop_grace,
             health_interval=self.env.health_interval,
             health_timeout=self.env.health_timeout,
-            status_extra={"provenance": _provenance(label)},
+            status_extra={"provenance": provenance(label, validator)},
         )
         self._pool = WorkerPool(config, backend_factory)
         # Closes the workers when the app is garbage-collected or the interpreter exits.

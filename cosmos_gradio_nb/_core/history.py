@@ -19,6 +19,13 @@ behind, ``_engine/records.py``): a folder named less than :data:`RECORD_GRACE`
 seconds ago (its name starts with the time it was accepted) without its
 ``status.json`` is a request that has just started, listed as ``running``, not
 as broken.
+
+Filtering by state (``page_of_runs(..., states=...)``) has to know every run's
+state: each is read once and kept, a finished run's for good (it never changes
+again), any other's until its ``status.json`` changes; so the first filtered
+listing of 10,000 runs reads them all, and later ones cost a dictionary lookup
+per finished run. Deleted runs sit in ``OUTPUT_DIR/.trash`` (``_core/trash.py``),
+which is not a run folder and is never listed.
 """
 
 from __future__ import annotations
@@ -28,25 +35,25 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
-from . import rich
 from .outputs import STATUS_FILE
-from .public import public
+from .params_text import differing_params, params_summary
 from .result import InferenceResult
 
 __all__ = [
+    "FINISHED_STATES",
     "HistoryPage",
-    "ResultList",
     "RunRecord",
+    "differing_params",
     "list_run_names",
-    "load_results",
     "page_of_runs",
     "params_summary",
     "read_run",
+    "run_state",
 ]
 
 # <YYYYmmdd-HHMMSS>_<id>: what request_folder() makes (the id is 12 hex digits today).
@@ -253,6 +260,63 @@ class _ListingCache:
 _listing = _ListingCache()
 
 
+FINISHED_STATES = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class _StateCache:
+    """Each run folder's state, read once; a finished state kept for good (see module doc)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._states: dict[str, tuple[int, str]] = {}
+
+    def keep(self, root: Path, names: list[str], wanted: frozenset[str]) -> list[str]:
+        """The ``names`` (run folders of ``root``) whose state is in ``wanted``, in order.
+
+        A finished run costs one dictionary lookup (no ``Path``, no lock per run); the
+        others are read through :meth:`state`.
+        """
+        base = str(root)
+        with self._lock:
+            known = dict(self._states)
+        out = []
+        for name in names:
+            hit = known.get(f"{base}/{name}")
+            state = hit[1] if hit is not None and hit[1] in FINISHED_STATES else None
+            if state is None:
+                state = self.state(root / name)
+            if state in wanted:
+                out.append(name)
+        return out
+
+    def state(self, folder: Path) -> str:
+        key = str(folder)
+        with self._lock:
+            hit = self._states.get(key)
+        if hit is not None and hit[1] in FINISHED_STATES:
+            return hit[1]
+        try:
+            mtime = os.stat(folder / STATUS_FILE).st_mtime_ns
+        except OSError:
+            mtime = 0
+        if hit is not None and hit[0] == mtime:
+            return hit[1]
+        status, _broken, mtime = _read_status(folder / STATUS_FILE)
+        state = status.get("state") if status is not None else None
+        found = state if isinstance(state, str) and state else "broken"
+        with self._lock:
+            self._states[key] = (mtime, found)
+        return found
+
+
+_states = _StateCache()
+
+
+def run_state(folder: str | os.PathLike[str]) -> str:
+    """The state a run folder's status.json gives (``broken`` when it cannot be read); cached."""
+    return _states.state(Path(folder))
+
+
 def list_run_names(output_dir: str | os.PathLike[str]) -> list[str]:
     """Names of the request folders in ``output_dir``, newest first (cached, see module doc)."""
     return _listing.names(Path(output_dir).resolve())
@@ -277,136 +341,66 @@ class HistoryPage:
 
 
 def page_of_runs(
-    output_dir: str | os.PathLike[str], offset: int = 0, limit: int = 20, *, contains: str = ""
+    output_dir: str | os.PathLike[str],
+    offset: int = 0,
+    limit: int = 20,
+    *,
+    contains: str = "",
+    states: Iterable[str] | None = None,
 ) -> HistoryPage:
     """Runs ``offset .. offset+limit`` (newest first); only those folders are read.
 
     ``contains`` keeps the folders whose name contains it (a request id, or a date
-    such as ``20261202``).
+    such as ``20261202``); ``states`` (``{"failed"}``, say) keeps the runs in one of
+    those states (see the module doc for what that reads).
     """
     root = Path(output_dir).resolve()
     names = list_run_names(root)
     if contains:
         names = [n for n in names if contains in n]
+    wanted = frozenset(states or ())
+    if wanted:
+        names = _states.keep(root, names, wanted)
     total = len(names)
     offset = max(0, min(offset, max(0, total - 1)))
     end = min(total, offset + max(0, limit))
     if end <= offset:
         return HistoryPage(records=[], total=total, offset=offset, limit=limit)
     # Requests queued within the same second share the name's time stamp and then sort
-    # by their random id: read the whole same-second groups at the page's edges and
-    # order each by its queue time (one status.json each, only for those groups).
+    # by their random id: the whole same-second groups at the page's edges are ordered
+    # by queue time (each run's read once, ever: 500 queued at once cost no 500 reads
+    # per refresh), and only the page's own folders are read.
     start, stop = offset, end
     while start > 0 and names[start - 1][:15] == names[offset][:15]:
         start -= 1
     while stop < total and names[stop][:15] == names[end - 1][:15]:
         stop += 1
-    records = [read_run(root / n) for n in names[start:stop]]
-    records.sort(key=lambda r: (r.name[:15], r.queued_at or 0.0), reverse=True)
-    return HistoryPage(
-        records=records[offset - start : end - start], total=total, offset=offset, limit=limit
-    )
+    read: dict[str, RunRecord] = {}
+    ordered = _by_queue_time(root, names[start:stop], read)[offset - start : end - start]
+    records = [read.get(n) or read_run(root / n) for n in ordered]
+    return HistoryPage(records=records, total=total, offset=offset, limit=limit)
 
 
-def params_summary(
-    params: dict[str, Any],
-    limit: int = 4,
-    width: int = 40,
-    defaults: dict[str, Any] | None = None,
-) -> str:
-    """``prompt="a red car" seed=1 num_frames=24``: a run's key parameters, on one line.
+_queued_times: dict[str, float] = {}  # a run folder's path -> its queued_at (never changes)
 
-    The prompt and seed come first; with ``defaults`` (the default request) the
-    other keys are those whose value differs from it, which is what tells runs apart.
+
+def _by_queue_time(root: Path, names: list[str], read: dict[str, RunRecord]) -> list[str]:
+    """``names`` newest first by (time stamp, queue time); runs read here are left in ``read``.
+
+    A run's queue time is written once, when it is accepted, so it is kept for good;
+    one not known yet (no ``status.json`` so far) counts as 0 and is asked again.
     """
-    defaults = defaults or {}
-    keys = [
-        k
-        for k in params
-        if k != "output_dir" and (k in ("prompt", "seed") or params[k] != defaults.get(k, object()))
-    ]
-    keys.sort(key=lambda k: (k != "prompt", k != "seed"))  # the prompt and seed first
-    parts = []
-    for key in keys[:limit]:
-        text = json.dumps(params[key], ensure_ascii=False)
-        if len(text) > width:
-            text = text[: width - 3] + "..."
-        parts.append(f"{key}={text}")
-    if len(keys) > limit:
-        parts.append(f"(+{len(keys) - limit})")
-    return " ".join(parts)
+    base = str(root)
 
+    def when(name: str) -> float:
+        key = f"{base}/{name}"
+        known = _queued_times.get(key)
+        if known is not None:
+            return known
+        record = read[name] = read_run(root / name)
+        if record.queued_at is None:
+            return 0.0
+        _queued_times[key] = record.queued_at
+        return record.queued_at
 
-class ResultList(Sequence["InferenceResult"]):
-    """Past runs as a list of :class:`InferenceResult`, newest first; a table in a notebook.
-
-    ``total`` is how many runs the folder holds (the list has at most ``limit``).
-    """
-
-    def __init__(self, results: Iterable[InferenceResult], total: int, output_dir: Path) -> None:
-        self._results = list(results)
-        self.total = total
-        self.output_dir = output_dir
-
-    @overload
-    def __getitem__(self, index: int) -> InferenceResult: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[InferenceResult]: ...
-    def __getitem__(self, index: int | slice) -> InferenceResult | list[InferenceResult]:
-        return self._results[index]
-
-    def __len__(self) -> int:
-        return len(self._results)
-
-    def __iter__(self) -> Iterator[InferenceResult]:
-        return iter(self._results)
-
-    def __repr__(self) -> str:
-        states: dict[str, int] = {}
-        for res in self._results:
-            state = str(res.status.get("state", "?"))
-            states[state] = states.get(state, 0) + 1
-        counts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
-        return f"<ResultList {len(self)} of {self.total} runs in {self.output_dir}: {counts}>"
-
-    def _repr_html_(self) -> str:
-        return rich.results_html(self)
-
-
-@public
-def load_results(
-    output_dir: str | os.PathLike[str] | None = None,
-    *,
-    limit: int = 50,
-    offset: int = 0,
-    contains: str = "",
-) -> ResultList:
-    """The past runs of ``output_dir`` (default ``OUTPUT_DIR``) as results, newest first.
-
-    Reads the ``status.json`` of each request folder, whoever made it (this
-    session, another process, a server before its restart). A folder whose
-    status.json is missing or broken is listed with ``status["state"] ==
-    "broken"`` and the reason in ``status["broken"]``; nothing raises.
-
-    Parameters
-    ----------
-    output_dir:
-        The folder holding the request folders; default the ``OUTPUT_DIR`` setting.
-    limit, offset:
-        Which runs, counted from the newest (only those folders are read).
-    contains:
-        Keep folders whose name contains this (a request id, a date ``20261202``).
-
-    Returns
-    -------
-    ResultList
-        A sequence of :class:`InferenceResult`; displayed in a notebook it is a
-        table with thumbnails.
-    """
-    if output_dir is None:
-        from .settings import DeploymentEnv
-
-        output_dir = DeploymentEnv().output_dir
-    root = Path(output_dir).expanduser().resolve()
-    page = page_of_runs(root, offset, limit, contains=contains)
-    return ResultList((r.to_result() for r in page.records), page.total, root)
+    return sorted(names, key=lambda n: (n[:15], when(n)), reverse=True)

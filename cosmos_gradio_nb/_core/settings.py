@@ -156,6 +156,12 @@ class DeploymentEnv(BaseSettings):
         "no open page before it stops by itself; unset: it never does.",
         gt=0,
     )
+    trash_retention_days: float = _setting(
+        7.0,
+        "Days a run deleted from the page's History (or /delete_runs) stays in "
+        "OUTPUT_DIR/.trash, where it can be restored, before it is removed for good.",
+        ge=0,
+    )
     # These three are about how the page is served and shown, not about an app: they
     # are read from the environment (or given to ``launch``), not app keywords.
     auth: str | None = _setting(

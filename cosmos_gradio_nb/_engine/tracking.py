@@ -8,6 +8,11 @@ Cancel, the page runs ``f`` inside :func:`tracking` with a :class:`Tracker`;
 gives it to the tracker of the calling context (if any). The page then follows
 that future while ``f`` runs, and shows what ``f`` returns when it returns.
 
+The same context says who asked: :data:`request_source` is ``"python"`` unless the
+page set it (``"page"`` for Generate, ``"api"`` for its endpoints) around the call,
+so ``submit`` records where a request came from even through a wrapper of ``infer``
+that does not pass it on.
+
 Standard library only: ``_app`` imports this on every ``submit``.
 """
 
@@ -21,10 +26,6 @@ from contextvars import ContextVar
 from typing import Any
 
 __all__ = ["Tracker", "register", "request_source", "tracking"]
-
-request_source: ContextVar[str] = ContextVar("request_source", default="python")
-"""Who submits requests in this context (``python``, ``page``, ``api``): what ``submit``
-records when it is given no ``source``. The page sets it around its calls of ``infer_func``."""
 
 
 class Tracker:
@@ -62,6 +63,14 @@ class Tracker:
 
 
 _current: ContextVar[Tracker | None] = ContextVar("cosmos_gradio_tracker", default=None)
+
+request_source: ContextVar[str] = ContextVar("cosmos_gradio_request_source", default="python")
+"""Who submits from the current context: ``"python"`` (the default), ``"page"`` or ``"api"``.
+
+The page sets it around each call of ``infer_func``; ``submit`` reads it when it is
+not given a ``source``. Set it with ``token = request_source.set(...)`` and reset it
+with ``request_source.reset(token)``.
+"""
 
 
 def register(future: Future[Any]) -> None:

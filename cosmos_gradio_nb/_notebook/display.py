@@ -11,6 +11,7 @@ front end; the live versions are in ``_notebook.form``.
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ __all__ = [
     "error_html",
     "file_src",
     "future_html",
+    "preview_src",
     "result_html",
     "results_table_html",
 ]
@@ -265,7 +267,7 @@ def future_html(fut: FutureView) -> str:
     return result_html(fut.result(timeout=0))
 
 
-def _worker_rows(workers: Iterable[WorkerView]) -> str:
+def _worker_rows(workers: Iterable[WorkerView], figures: dict[tuple[int, int], str]) -> str:
     rows = []
     for w in workers:
         rows.append(
@@ -274,9 +276,53 @@ def _worker_rows(workers: Iterable[WorkerView]) -> str:
             f"<td>{esc(getattr(w, 'node', '') or '-')}</td>"
             f"<td>{esc(w.pid if w.pid is not None else '-')}</td><td>{_worker_badge(str(w.state))}</td>"
             f"<td><code>{esc(w.request_id or '')}</code></td><td>{esc(getattr(w, 'restarts', 0))}</td>"
+            f"<td>{figures.get((w.group, w.rank), '')}</td>"
             "</tr>"
         )
     return "".join(rows)
+
+
+def _machine(app: AppView) -> tuple[str, dict[tuple[int, int], str]]:
+    """The app's machines (GPUs, or CPU and memory) and each rank's figures, from its sampler.
+
+    An app may give its own figures (``system_stats()``, say a connected app asking its
+    server); otherwise this process samples (``_app.system``, at most about once a second).
+    """
+    from .._app.system import sampler_for
+    from .ops_html import rank_figures_html, stats_html
+
+    try:
+        own = getattr(app, "system_stats", None)
+        stats = own() if callable(own) else sampler_for(app).stats()  # type: ignore[arg-type]
+    except Exception:  # figures are a bonus: never break the panel for them
+        return "", {}
+    figures = {(r.group, r.rank): rank_figures_html(r) for r in stats.ranks}
+    return stats_html(stats, ranks=False), figures
+
+
+def _queue(app: AppView, image_src: Any) -> str:
+    """The app's running and queued requests (``app.requests()``), when it lists them."""
+    from .._core.queue_view import queue_rows
+    from .ops_html import queue_html
+
+    listing = getattr(app, "requests", None)
+    if not callable(listing):
+        return ""
+    try:
+        rows = queue_rows(listing(), getattr(app, "default_request", None))
+    except Exception:
+        return ""
+    return queue_html(rows, now=time.time(), image_src=image_src, limit=50)
+
+
+def preview_src(budget: EmbedBudget) -> Any:
+    """A queue row's preview image as a ``data:`` URI (within ``budget``), or None."""
+
+    def src(path: str) -> str | None:
+        found, _note = file_src(Path(path), mime_of(path), budget)
+        return found
+
+    return src
 
 
 def _job_rows(history: list[FutureView], limit: int) -> str:
@@ -295,16 +341,18 @@ def _job_rows(history: list[FutureView], limit: int) -> str:
     return "".join(rows)
 
 
-def app_html(app: AppView, *, jobs: int = 8) -> str:
-    """A snapshot of an app: its workers, queue length and most recent jobs.
+def app_html(app: AppView, *, jobs: int = 8, queue: bool = True) -> str:
+    """A snapshot of an app: its workers and their figures, its machines, queue and recent jobs.
 
     Parameters
     ----------
     app:
         A ``NotebookApp`` (or anything with ``workers()``, ``queue_length``, ``history``,
-        ``closed`` and ``env``).
+        ``closed`` and ``env``; ``requests()`` adds the queue).
     jobs:
         How many of the most recent requests to list.
+    queue:
+        Include the queue's table (the live panel shows it as rows with buttons instead).
     """
     closed = bool(getattr(app, "closed", False))
     name = getattr(app, "name", None) or getattr(getattr(app, "env", None), "model_name", "app")
@@ -317,14 +365,19 @@ def app_html(app: AppView, *, jobs: int = 8) -> str:
     except Exception as exc:  # an app closing under us: show why rather than break the panel
         return f'<div style="{style}"><b>{esc(name)}</b>: {esc(exc)}</div>'
     history = list(getattr(app, "history", []) or [])
-    queue = getattr(app, "queue_length", 0)
+    waiting = getattr(app, "queue_length", 0)
+    machine, figures = _machine(app)
     out = [
         f'<div style="{style}"><style>{td}</style>',
-        f"<div><b>{esc(name)}</b> &middot; {len(workers)} worker(s) &middot; queue: {esc(queue)}"
+        f"<div><b>{esc(name)}</b> &middot; {len(workers)} worker(s) &middot; queue: {esc(waiting)}"
         f" &middot; {len(history)} request(s)</div>",
         f'<table style="{style}"><tr><th>group</th><th>rank</th><th>device</th><th>node</th><th>pid</th>'
-        f"<th>state</th><th>request</th><th>restarts</th></tr>{_worker_rows(workers)}</table>",
+        f"<th>state</th><th>request</th><th>restarts</th><th>load</th></tr>"
+        f"{_worker_rows(workers, figures)}</table>",
+        machine,
     ]
+    if queue:
+        out.append(_queue(app, preview_src(embed_budget())))
     if history:
         out.append(
             f'<table style="{style};margin-top:4px"><tr><th>recent request</th><th>state</th>'

@@ -17,10 +17,19 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from .._core.queue_view import QueueRow, queue_rows
 from . import display as _display
 from .views import AppView, FutureView
 
-__all__ = ["app_panel", "display_app_panel", "display_future", "future_widget", "ticker"]
+__all__ = [
+    "QueueRows",
+    "app_panel",
+    "display_app_panel",
+    "display_future",
+    "future_widget",
+    "queue_line_html",
+    "ticker",
+]
 
 
 # -- one background thread refreshes every live widget ----------------------------------------
@@ -85,25 +94,138 @@ def set_html(widget: widgets.HTML, text: str) -> None:
 
 
 # -- live panels the apps and futures display ---------------------------------------------------
-def app_panel(app: AppView, interval: float = 0.5) -> widgets.HTML:
-    """An HTML widget showing ``app_html(app)``, refreshed while the app lives and it is shown."""
-    panel = widgets.HTML(_display.app_html(app))
+QUEUE_ROWS = 20  # queue rows with a button in the live panel; the rest are counted
+
+
+class QueueRows:
+    """The live panel's queue: one line per request with its Stop/Cancel button.
+
+    Rows are kept by request id and updated in place (a message goes out only for a
+    line that changed); the buttons call the request's own ``terminate()`` (a queued
+    request is cancelled, a running one stopped) in a thread of their own, so a stop
+    that takes a moment never blocks the kernel.
+    """
+
+    def __init__(self, app: AppView) -> None:
+        self._app = weakref.ref(app)
+        self.box = widgets.VBox([])
+        self._rows: dict[str, tuple[widgets.HBox, widgets.Button, widgets.HTML]] = {}
+        self._more = widgets.HTML("")
+
+    def _future(self, request_id: str) -> Any:
+        app = self._app()
+        for fut in reversed(list(getattr(app, "history", []) or [])):
+            if getattr(fut, "request_id", None) == request_id:
+                return fut
+        return None
+
+    def stop(self, request_id: str) -> threading.Thread | None:
+        """Cancel or stop ``request_id`` (a row's button); the thread doing it, or None."""
+        fut = self._future(request_id)
+        if fut is None or fut.done():
+            return None
+        worker = threading.Thread(target=fut.terminate, name="cosmos-gradio-stop", daemon=True)
+        worker.start()
+        return worker
+
+    def _row(self, request_id: str) -> tuple[widgets.HBox, widgets.Button, widgets.HTML]:
+        found = self._rows.get(request_id)
+        if found is None:
+            button = widgets.Button(layout=widgets.Layout(width="80px"))
+            text = widgets.HTML("")
+
+            def clicked(_: Any, rid: str = request_id, b: widgets.Button = button) -> None:
+                b.disabled = True
+                b.description = "Stopping" if b.description == "Stop" else "Cancelling"
+                self.stop(rid)
+
+            button.on_click(clicked)
+            found = (widgets.HBox([button, text]), button, text)
+            self._rows[request_id] = found
+        return found
+
+    def update(self, rows: list[QueueRow]) -> None:
+        """Show ``rows`` (running first, then the queue), the first ``QUEUE_ROWS`` with buttons."""
+        shown = rows[:QUEUE_ROWS]
+        children: list[widgets.Widget] = []
+        src = _display.preview_src(_display.embed_budget())  # this refresh's own budget
+        now = time.time()
+        for row in shown:
+            box, button, text = self._row(row.request_id)
+            if not button.disabled:
+                button.description = row.action()
+                button.button_style = "danger" if row.running else ""
+            set_html(text, queue_line_html(row, now, src))
+            children.append(box)
+        more = len(rows) - len(shown)
+        set_html(self._more, f"<i>and {more} more queued</i>" if more > 0 else "")
+        if more > 0:
+            children.append(self._more)
+        if tuple(children) != tuple(self.box.children):
+            self.box.children = tuple(children)
+        for rid in set(self._rows) - {r.request_id for r in shown}:
+            for widget in self._rows.pop(rid):  # gone from the box: close its comms too
+                widget.close()
+
+
+def app_panel(app: AppView, interval: float = 0.5) -> widgets.VBox:
+    """The app's live panel: ``app_html(app)`` and its queue with a button per request,
+    refreshed while the app lives and the panel is shown (``panel.children[0]`` is the HTML)."""
+    html = widgets.HTML(_display.app_html(app, queue=False))
+    queue = QueueRows(app)
+    panel = widgets.VBox([html, queue.box])
+    panel.cosmos_queue = queue  # for tests: the queue rows and their stop
     app_ref = weakref.ref(app)
     last = [0.0]
 
     def refresh() -> bool:
         target = app_ref()
-        if target is None or not alive(panel):
+        if target is None or not alive(html):
             return False
         now = time.monotonic()
         if now - last[0] < interval:
             return True
         last[0] = now
-        set_html(panel, _display.app_html(target))
+        set_html(html, _display.app_html(target, queue=False))
+        queue.update(_queue_rows(target))
         return not getattr(target, "closed", False)
 
+    refresh()
     ticker.add(refresh)
     return panel
+
+
+def _queue_rows(app: AppView) -> list[QueueRow]:
+    listing = getattr(app, "requests", None)
+    if not callable(listing) or getattr(app, "closed", False):
+        return []
+    try:
+        return queue_rows(listing(), getattr(app, "default_request", None))
+    except Exception:  # closing under us
+        return []
+
+
+def queue_line_html(row: QueueRow, now: float, image_src: Callable[[str], str | None]) -> str:
+    """One request of the live panel's queue on one line: state, id, source, progress, time."""
+    from .._core.presentation import esc, queue_wording
+    from .._core.queue_view import duration_words
+
+    if row.running:
+        where = f"group {row.group} · " if row.group is not None else ""
+        pct = f"{row.progress:.0%} " if row.progress is not None else ""
+        what = f"{where}{pct}{row.message}".strip(" ·")
+    else:
+        what = queue_wording(row.position)
+    preview = ""
+    if row.preview:
+        src = image_src(row.preview)
+        if src:
+            preview = f'<img src="{esc(src)}" style="max-height:48px;vertical-align:middle"/> '
+    return (
+        f"{preview}{_display.badge(row.state)} <code>{esc(row.short_id)}</code> "
+        f"{esc(row.source)} · {esc(what)} · {esc(duration_words(row.elapsed(now)))} · "
+        f'<span style="font-size:12px">{esc(row.summary)}</span>'
+    )
 
 
 def _display_live(widget: widgets.Widget, html_text: str, plain: str) -> None:
@@ -125,7 +247,7 @@ def _display_live(widget: widgets.Widget, html_text: str, plain: str) -> None:
 def display_app_panel(app: AppView) -> None:
     """Display the live app panel in the current cell (``NotebookApp._ipython_display_``)."""
     panel = app_panel(app)
-    _display_live(panel, panel.value, repr(app))
+    _display_live(panel, _display.app_html(app), repr(app))
 
 
 def future_widget(fut: FutureView) -> widgets.Widget:

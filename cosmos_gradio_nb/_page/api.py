@@ -83,7 +83,7 @@ class ApiEndpoints:
             params = await self.backend.parse(text)
         except ValueError as exc:
             raise _refusal(endpoint, f"Not a request: {exc}") from None
-        return self.backend.start(params)
+        return self.backend.start(params, source="api")
 
     async def api_generate(self, text: str) -> tuple[dict[str, Any], list[str]]:
         """Run one request (its JSON text) and return its status JSON and output files."""

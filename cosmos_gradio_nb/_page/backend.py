@@ -30,7 +30,7 @@ from typing import Any
 from .._core.filetypes import FileKind, kind_of
 from .._core.presentation import device_label
 from .._core.request_text import parse_request_json
-from .._engine.tracking import Tracker, tracking
+from .._engine.tracking import Tracker, request_source, tracking
 
 __all__ = ["Backend", "Call", "Outputs", "collect_outputs"]
 
@@ -258,8 +258,12 @@ class Backend:
             return parse_request_json(text, limit)
         return await asyncio.to_thread(parse_request_json, text, limit)
 
-    def start(self, params: dict[str, Any]) -> Call:
-        """Call ``infer_func(params)`` in a thread, tracking the futures it makes."""
+    def start(self, params: dict[str, Any], source: str = "page") -> Call:
+        """Call ``infer_func(params)`` in a thread, tracking the futures it makes.
+
+        ``source`` (``"page"`` for Generate, ``"api"`` for the endpoints) is what the
+        app's ``submit`` records as the request's source, through the call's context.
+        """
         with self._lock:
             if self._pool is None:
                 # A blocking infer holds its thread for the whole request: room for many.
@@ -268,11 +272,15 @@ class Backend:
                 )
         tracker = Tracker()
         ctx = contextvars.copy_context()
-        return Call(tracker, self._pool.submit(ctx.run, self._call, tracker, params))
+        return Call(tracker, self._pool.submit(ctx.run, self._call, tracker, params, source))
 
-    def _call(self, tracker: Tracker, params: dict[str, Any]) -> Any:
-        with tracking(tracker):
-            return self.infer_func(params)
+    def _call(self, tracker: Tracker, params: dict[str, Any], source: str) -> Any:
+        token = request_source.set(source)  # this call's own context (a copy): no leak
+        try:
+            with tracking(tracker):
+                return self.infer_func(params)
+        finally:
+            request_source.reset(token)
 
     def live_future(self, request_id: str) -> Any:
         """The app's future for ``request_id`` (this session's history), or None."""

@@ -21,6 +21,7 @@ import gradio as gr
 
 from .._core.filetypes import FileKind, kind_of
 from .._core.presentation import esc
+from .._core.trash import TRASH_DIR
 from .backend import Backend
 from .zips import ZipStore
 
@@ -71,7 +72,7 @@ class FileBrowser:
 
     def _folder(self, key: str, folder: str) -> Path | None:
         root = self._root(key)
-        if not folder or "/" in folder or "\\" in folder or folder in (".", ".."):
+        if not folder or "/" in folder or "\\" in folder or folder in (".", "..", TRASH_DIR):
             return None
         path = (root / folder).resolve()
         return path if path.parent == root and path.is_dir() else None
@@ -87,7 +88,9 @@ class FileBrowser:
         try:
             with os.scandir(root) as it:
                 entries = [
-                    (e.name[:15], _mtime(e), e.name) for e in it if e.is_dir(follow_symlinks=False)
+                    (e.name[:15], _mtime(e), e.name)
+                    for e in it
+                    if e.is_dir(follow_symlinks=False) and e.name != TRASH_DIR  # deleted runs
                 ]
         except OSError:
             return []

@@ -1,9 +1,10 @@
 """The page's layout: every component, built inside an open ``gr.Blocks``, and nothing wired.
 
 :func:`build_page` returns a :class:`Page` naming each component, so ``page``
-can wire handlers to them and tests can find them by ``elem_id``. Three tabs
-(Generate, History, Files) under a header that says what is served, and the
-log below them.
+can wire handlers to them and tests can find them by ``elem_id``. Six tabs
+(Generate, Queue, History, Compare, Files, System; the operations tabs' parts are
+built by ``ops_layout``) under a header that says what is served, and the log
+below them.
 """
 
 import json
@@ -14,7 +15,15 @@ import gradio as gr
 
 from .._core.presentation import esc
 from .._core.uploads import ALLOWED_EXTENSIONS
-from .history_panel import HISTORY_COLUMNS
+from .history_panel import HISTORY_COLUMNS, STATE_FILTERS
+from .ops_layout import (
+    OpsPage,
+    build_api,
+    build_compare_tab,
+    build_history_selection,
+    build_queue_tab,
+    build_system_tab,
+)
 from .render import status_html
 
 __all__ = ["Page", "build_page", "request_textbox"]
@@ -90,6 +99,19 @@ class Page:
     hist_params: Any
     hist_status: Any
     hist_timer: Any
+    hist_state: Any
+    hist_checked: Any
+    hist_pick_note: Any
+    hist_compare: Any
+    hist_delete: Any
+    hist_confirm_row: Any
+    hist_confirm_text: Any
+    hist_confirm_yes: Any
+    hist_confirm_no: Any
+    hist_pending: Any
+    hist_ops_note: Any
+    hist_undo: Any
+    hist_batch: Any
     # file browser
     fb_tab: Any
     fb_root: Any
@@ -122,6 +144,8 @@ class Page:
     api_id_in: Any
     api_id_out: Any
     api_status_btn: Any
+    # the operations tabs (Queue, Compare, System) and their API
+    ops: OpsPage
 
 
 def _header(header: str, info_html: str) -> Any:
@@ -219,19 +243,30 @@ def _history_tab() -> dict[str, Any]:
             scale=3,
             elem_id="cg-hist-search",
         )
+        c["hist_state"] = gr.Dropdown(
+            STATE_FILTERS,
+            value="all",
+            show_label=False,
+            scale=1,
+            min_width=130,
+            elem_id="cg-hist-state",
+        )
         c["hist_newer"] = gr.Button("◀ Newer", size="sm", scale=1, elem_id="cg-hist-newer")
         c["hist_older"] = gr.Button("Older ▶", size="sm", scale=1, elem_id="cg-hist-older")
         c["hist_refresh"] = gr.Button("Refresh", size="sm", scale=1, elem_id="cg-hist-refresh")
     c["hist_label"] = gr.Markdown("", elem_id="cg-hist-label")
     c["hist_table"] = gr.Dataframe(
         headers=HISTORY_COLUMNS,
-        datatype=["html", "str", "str", "str", "str", "str"],
-        interactive=False,
+        datatype=["bool", "html", "str", "str", "str", "str", "str"],
+        type="array",
+        interactive=True,  # only the first column's boxes: every other column is static
+        static_columns=list(range(1, len(HISTORY_COLUMNS))),
         wrap=True,
         max_height=520,
-        column_widths=["76px", "160px", "110px", "90px", "130px", "auto"],
+        column_widths=["48px", "76px", "160px", "110px", "100px", "130px", "auto"],
         elem_id="cg-hist-table",
     )
+    c.update(build_history_selection())
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=380):
             c["hist_panel"] = gr.HTML(
@@ -261,6 +296,9 @@ def _history_tab() -> dict[str, Any]:
                 elem_id="cg-hist-gallery",
             )
     c["hist_offset"] = gr.State(0)
+    c["hist_checked"] = gr.State([])
+    c["hist_pending"] = gr.State([])
+    c["hist_batch"] = gr.State("")
     c["hist_ids"] = gr.State([])
     c["hist_sig"] = gr.State("")
     c["hist_selected"] = gr.State("")
@@ -368,15 +406,23 @@ def build_page(
 ) -> Page:
     """Build every component inside the current ``gr.Blocks`` and return them by role."""
     workers = _header(header, header_info_html)
-    parts: dict[str, Any] = {"workers": workers}
+    ops = OpsPage()
+    parts: dict[str, Any] = {"workers": workers, "ops": ops}
     with gr.Tabs(selected="generate", elem_id="cg-tabs") as tabs:
         with gr.Tab("Generate", id="generate", elem_id="cg-tab-generate"):
             parts.update(_generate_tab(default_text, limit_mb, help_md))
+        with gr.Tab("Queue", id="queue", elem_id="cg-tab-queue") as ops.queue_tab:
+            build_queue_tab(ops)
         with gr.Tab("History", id="history", elem_id="cg-tab-history") as hist_tab:
             parts.update(_history_tab())
+        with gr.Tab("Compare", id="compare", elem_id="cg-tab-compare") as ops.compare_tab:
+            build_compare_tab(ops)
         with gr.Tab("Files", id="files", elem_id="cg-tab-files") as fb_tab:
             parts.update(_files_tab())
+        with gr.Tab("System", id="system", elem_id="cg-tab-system") as ops.system_tab:
+            build_system_tab(ops)
     parts.update(hist_tab=hist_tab, fb_tab=fb_tab)
     parts.update(_log_area(log_file))
     parts.update(_api_components(default_text))
+    build_api(ops, request_textbox)
     return Page(tabs=tabs, **parts)

@@ -1,10 +1,12 @@
-"""The default Gradio page: request editor, viewer, uploads, history, file browser, log.
+"""The default Gradio page: request editor, viewer, uploads, queue, history, compare, files, machine, log.
 
 :func:`create_gradio_UI` puts three things together: a :class:`Backend` around
 the given ``infer_func`` (which the page calls, whatever it is), one handler
 object per panel (``generate``, ``uploads_panel``, ``statusbar``,
-``history_panel``, ``files``, and ``api`` for the endpoints; each testable
-without a page), and the layout (``layout``); this module only wires them.
+``history_panel``, ``files``, ``queue_panel``, ``compare_panel``, ``system_panel``,
+and ``api``/``ops_api`` for the endpoints; each testable without a page), and the
+layout (``layout``, ``ops_layout``); this module wires them (``ops_wiring`` the
+operations tabs).
 
 Browser tabs, ``gradio_client`` calls and Python futures share the app's one
 queue, so they interleave fairly and N model groups run N requests at once:
@@ -30,14 +32,19 @@ from .._core.settings import parse_auth
 from .._core.uploads import max_upload_mb as resolve_upload_mb
 from .api import LATEST, ApiEndpoints, input_refusal
 from .backend import Backend
+from .compare_panel import ComparePanel
 from .examples import set_file_example, set_text_example
 from .files import FileBrowser
 from .generate import GeneratePanel
 from .guard import GuardPolicy, guarded_app_kwargs
 from .history_panel import HistoryPanel
 from .layout import Page, build_page
+from .ops_api import OpsEndpoints
+from .ops_wiring import OpsPanels, wire_ops
+from .queue_panel import QueuePanel
 from .render import CSS, header_info_html, schema_markdown
 from .statusbar import FOLLOW_LOG_JS, StatusBar
+from .system_panel import SystemPanel
 from .uploads_panel import UploadsPanel
 
 __all__ = ["create_gradio_UI"]
@@ -204,6 +211,7 @@ def _build(
     api = ApiEndpoints(backend, default_text, uploads)
     history = HistoryPanel(backend, defaults=default_request)
     browser = FileBrowser(backend)
+    ops = _ops_panels(backend, default_request, history)
     info = header_info_html(
         model_name=backend.model_name,
         app_name=backend.app_name,
@@ -236,6 +244,7 @@ def _build(
         _wire_api(page, api)
         set_file_example(page.api_upload_in, lambda: getattr(demo, "local_url", None) or "")
         set_text_example(page.api_id_in, LATEST)
+        wire_ops(page, ops)
         listing = [page.hist_table, page.hist_label, page.hist_offset, page.hist_ids, page.hist_sig]
         private: dict[str, Any] = {"queue": False, "api_visibility": "private"}
         demo.load(  # one request when a page opens: the uploads list, the log, the workers
@@ -243,16 +252,31 @@ def _build(
             outputs=[page.earlier, page.log, page.workers, page.log_sig],
             **private,
         )
-        demo.load(
-            history.render, inputs=[page.hist_offset, page.hist_search], outputs=listing, **private
-        )
+        where = [page.hist_offset, page.hist_search, page.hist_state, page.hist_checked]
+        demo.load(history.render, inputs=where, outputs=listing, **private)
     demo.cosmos_generate = generate
     demo.cosmos_uploads = uploads
     demo.cosmos_statusbar = status
     demo.cosmos_api = api
     demo.cosmos_history = history
     demo.cosmos_files = browser
+    demo.cosmos_ops = ops
     return demo
+
+
+def _ops_panels(
+    backend: Backend, default_request: dict[str, Any], history: HistoryPanel
+) -> OpsPanels:
+    """The handler objects of the Queue, Compare and System tabs and their endpoints."""
+    queue = QueuePanel(backend, defaults=default_request)
+    system = SystemPanel(backend)
+    return OpsPanels(
+        queue=queue,
+        system=system,
+        compare=ComparePanel(backend),
+        history=history,
+        api=OpsEndpoints(queue, system, history.ops),
+    )
 
 
 def _wire_generate(page: Page, gen: GeneratePanel) -> None:
@@ -308,7 +332,14 @@ def _wire_history(page: Page, hist: HistoryPanel) -> None:
     """The history list (load, page, search, refresh on a timer) and one run's details."""
     private: dict[str, Any] = {"api_visibility": "private", "show_progress": "hidden"}
     listing = [page.hist_table, page.hist_label, page.hist_offset, page.hist_ids, page.hist_sig]
-    where = [page.hist_offset, page.hist_search]
+    where = [page.hist_offset, page.hist_search, page.hist_state, page.hist_checked]
+    ticking = [
+        page.hist_offset,
+        page.hist_search,
+        page.hist_sig,
+        page.hist_state,
+        page.hist_checked,
+    ]
     detail = [
         page.hist_panel,
         page.hist_video,
@@ -322,10 +353,9 @@ def _wire_history(page: Page, hist: HistoryPanel) -> None:
     page.hist_tab.select(hist.render, inputs=where, outputs=listing, **private)
     page.hist_older.click(hist.older, inputs=where, outputs=listing, **private)
     page.hist_newer.click(hist.newer, inputs=where, outputs=listing, **private)
-    page.hist_search.submit(hist.search, inputs=[page.hist_search], outputs=listing, **private)
-    page.hist_timer.tick(
-        hist.refresh, inputs=[*where, page.hist_sig], outputs=listing, queue=False, **private
-    )
+    search = [page.hist_search, page.hist_state, page.hist_checked]
+    page.hist_search.submit(hist.search, inputs=search, outputs=listing, **private)
+    page.hist_timer.tick(hist.refresh, inputs=ticking, outputs=listing, queue=False, **private)
     page.hist_table.select(hist.select, inputs=[page.hist_ids], outputs=detail, **private)
     page.hist_load.click(
         hist.load_into_editor,
@@ -334,9 +364,7 @@ def _wire_history(page: Page, hist: HistoryPanel) -> None:
         **private,
     )
     # A run that ends in this page shows up at once, not at the next tick.
-    page.status.change(
-        hist.refresh, inputs=[*where, page.hist_sig], outputs=listing, queue=False, **private
-    )
+    page.status.change(hist.refresh, inputs=ticking, outputs=listing, queue=False, **private)
 
 
 def _wire_files(page: Page, fb: FileBrowser) -> None:

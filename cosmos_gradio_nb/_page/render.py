@@ -75,6 +75,11 @@ CSS = (
 #cg-help td:nth-child(4) { min-width: 20em; }
 .cg-zip-link { display: inline-block; padding: 4px 12px; border-radius: 6px; font-size: 13px;
                border: 1px solid var(--border-color-primary); text-decoration: none; }
+.cg-dirty { color: #b45309; }
+/* The history list is a table of static columns and one column of boxes: no lock icons, and
+   none of the editing affordances (cell menus, row and column selectors) over the boxes. */
+#cg-hist-table [aria-label="Static column"], #cg-hist-table .cell-menu-button,
+#cg-hist-table .selection-button { display: none !important; }
 """
     + _BADGE_CSS
 )
@@ -260,6 +265,16 @@ def schema_markdown(schema: dict[str, Any] | None, default: dict[str, Any] | Non
     return "\n".join(rows)
 
 
+def _dirty_html(dirty: bool | None) -> str:
+    """The checkout's state beside its commit: local changes mean the commit is not the code."""
+    if dirty:
+        return (
+            ' <b class="cg-dirty" title="tracked files differ from this commit">'
+            "+ local changes (dirty)</b>"
+        )
+    return ' <span class="cg-clean">(clean)</span>' if dirty is False else ""
+
+
 def header_info_html(
     *, model_name: str, app_name: str, started_at: float, git: Any, device: str
 ) -> str:
@@ -276,6 +291,7 @@ def header_info_html(
         parts.append(
             f"git <b>{esc(git.name)}</b> <code>{esc(git.branch)}</code> @ "
             f"<code>{esc(git.commit)}</code>"
+            + _dirty_html(getattr(git, "dirty", None))
             + (f' <span title="{esc(git.remote)}">({esc(git.remote)})</span>' if git.remote else "")
         )
     return '<div class="cg-header-info">' + " · ".join(parts) + "</div>"

@@ -35,6 +35,7 @@ def test_public_names_are_pinned() -> None:
         "WorkerInfo",
         "WorkerStartupError",
         "check_asset_path",
+        "compare",
         "connect",
         "create_gradio_UI",
         "create_widget_UI",

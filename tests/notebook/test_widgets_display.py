@@ -141,7 +141,7 @@ def test_app_panel_refreshes_and_stops_when_the_app_closes(tmp_path: Path) -> No
         log_file=tmp_path / "o" / "log.txt",
     )
     try:
-        panel = panels.app_panel(small, interval=0.1)
+        panel = panels.app_panel(small, interval=0.1).children[0]
         small.wait_ready(timeout=60)
         pid = small.workers()[0].pid
         wait_for(lambda: f"<td>{pid}</td>" in panel.value, 10, "the panel to show the worker pid")

@@ -42,7 +42,8 @@ def create_worker() -> FaultySample:
 
 
 class Steps:
-    """A fast model for the handler tests: ``steps`` progress reports ``delay`` s apart."""
+    """A fast model for the handler tests: ``steps`` progress reports ``delay`` s apart,
+    each with a preview image when ``preview`` is true."""
 
     def infer(self, args: dict[str, Any]) -> dict[str, Any]:
         import json
@@ -54,9 +55,20 @@ class Steps:
         steps, delay = int(args.get("steps", 0)), float(args.get("delay", 0.0))
         for i in range(steps):
             time.sleep(delay)  # stands for work, so a run lasts long enough to watch and stop
+            if args.get("preview"):  # a live preview with each report (the worker keeps ~1/s)
+                shade = 255 * (i + 1) // steps
+                image = [[[shade, 64, 255 - shade]] * 32] * 24  # a 32x24 RGB picture
+                report_progress((i + 1) / steps, f"step {i + 1}/{steps}", preview=_array(image))
+                continue
             report_progress((i + 1) / steps, f"step {i + 1}/{steps}")
         Path(args["output_dir"], "echo.json").write_text(json.dumps(args))
         return {"echo": args.get("tag")}
+
+
+def _array(rows: list[Any]) -> Any:
+    import numpy as np
+
+    return np.array(rows, dtype=np.uint8)
 
 
 def create_steps() -> Steps:

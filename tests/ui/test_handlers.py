@@ -289,7 +289,7 @@ def test_history_panel_and_file_browser_without_a_page(app: NotebookApp) -> None
     panel = HistoryPanel(backend)
     table, label, offset, ids, _sig = panel.render(0, "")
     assert ids[0] == res.request_id and offset == 0 and "newest first" in label
-    assert table["value"][0][4] == res.request_id
+    assert table["value"][0][5] == res.request_id
     shown = panel.show(res.request_id)
     assert json.loads(shown[4])["tag"] == "listed"
     text, _tabs, note = panel.load_into_editor(res.request_id)

@@ -329,16 +329,16 @@ def test_an_upload_is_moved_into_uploads_dir_not_copied(server: Served) -> None:
 
 
 # -- "Use via API" --------------------------------------------------------------------------------
-def _shown_snippets(page: Any, tab: str, marker: str) -> list[str]:
-    """The code blocks the "Use via API" panel shows in ``tab`` that contain ``marker``."""
+def _shown_snippets(page: Any, tab: str, marker: str, count: int) -> list[str]:
+    """The ``count`` code blocks the "Use via API" panel shows in ``tab`` with ``marker``."""
     page.click(f"li:has-text('{tab}')")
 
     def shown() -> list[str]:
         texts = [str(t) for t in page.eval_on_selector_all("pre", "ps => ps.map(p => p.innerText)")]
         found = [t for t in texts if marker in t]
-        return found if len(found) == 6 else []
+        return found if len(found) == count else []
 
-    return list(wait_for(shown, 15, f"the six {tab} samples"))
+    return list(wait_for(shown, 15, f"the {count} {tab} samples"))
 
 
 def test_every_use_via_api_sample_runs_as_shown(
@@ -350,9 +350,12 @@ def test_every_use_via_api_sample_runs_as_shown(
     page.wait_for_selector("#cg-generate", timeout=30_000)
     page.click("text=Use via API")
     page.wait_for_selector("text=API documentation", timeout=15_000)
-    python = _shown_snippets(page, "Python", "from gradio_client import")
+    info = requests.get(server.url + "gradio_api/info", timeout=10).json()
+    count = len(info["named_endpoints"])  # every endpoint the page offers has its sample
+    assert count >= 11, sorted(info["named_endpoints"])
+    python = _shown_snippets(page, "Python", "from gradio_client import", count)
     shot(page, artifacts_dir, "20-use-via-api")
-    curl = _shown_snippets(page, "cURL", "curl -X POST")
+    curl = _shown_snippets(page, "cURL", "curl -X POST", count)
     env = {**os.environ, "PYTHONPATH": ""}
     for code in python:  # exactly as shown, from another process as a user would run it
         out = subprocess.run(
