@@ -8,6 +8,9 @@ scratch folder, and the files must arrive, byte for byte, in OUTPUT_DIR here.
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +25,10 @@ def cluster():
     import ray
     from ray.cluster_utils import Cluster
 
+    # A Cluster records its address as the machine's latest Ray (what ray.init() and
+    # address="auto" join): in a folder of its own, not in the /tmp/ray of other Rays here.
+    tmpdir = tempfile.mkdtemp(prefix="cgc", dir="/tmp")  # short: Ray's sockets live there
+    os.environ["RAY_TMPDIR"] = tmpdir
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     gpu_node = c.add_node(num_cpus=2, num_gpus=2)
     ray.init(address=c.address)
@@ -30,6 +37,8 @@ def cluster():
     yield c
     ray.shutdown()
     c.shutdown()
+    os.environ.pop("RAY_TMPDIR", None)
+    shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def rank_nodes(app) -> list[str]:

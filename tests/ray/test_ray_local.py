@@ -22,7 +22,7 @@ TINY = {"num_frames": 6, "width": 64, "height": 48, "fps": 6}
 def local_ray():
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False)  # never a Ray running here
     yield ray
     ray.shutdown()
 

@@ -31,13 +31,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..._core.exceptions import CosmosGradioError
 from ..._engine.backend import (
     Died,
     Emit,
@@ -53,6 +51,7 @@ from ..._engine.backend import (
 from ..process import signal_name
 from .agent import RankAgent
 from .config import RayConfig
+from .connect import connect, import_ray
 from .files import FileMover, NodeFiles
 from .placement import Placement, cluster_summary, death_reason
 
@@ -63,48 +62,10 @@ logger = logging.getLogger("cosmos_gradio_nb")
 KILL_AFTER = 10.0  # seconds a rank actor gets to stop its worker before it is killed
 
 
-def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise CosmosGradioError(
-            "backend='ray' needs Ray, which is not installed: "
-            "pip install 'cosmos_gradio_nb[ray]' (on every node of the cluster)"
-        ) from None
-    return ray
-
-
 def ray_backend(config: RayConfig) -> Any:
     """The pool's backend factory for ``BACKEND=ray`` (raises at once if Ray is missing)."""
-    _import_ray()
+    import_ray()
     return lambda emit: RayBackend(emit, config)
-
-
-def _connect(ray: Any, address: str | None) -> bool:
-    """Join (or start) Ray; True when this call started a new local instance.
-
-    ``ray.init`` replaces the process's SIGTERM handler with one that exits at
-    once; the process is not Ray's (a server that must close its page and
-    workers, a notebook kernel), so the handlers in place before are put back.
-    """
-    if ray.is_initialized():
-        return False
-    main = threading.current_thread() is threading.main_thread()
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
-    try:
-        if address is None:
-            try:
-                ray.init(address="auto")
-                return False
-            except ConnectionError:
-                ray.init()
-                return True
-        ray.init(address=address)
-        return False
-    finally:
-        for sig, handler in saved.items():
-            if handler is not None:
-                signal.signal(sig, handler)
 
 
 @dataclass(eq=False)
@@ -141,10 +102,10 @@ class RayBackend:
     name = "ray"
 
     def __init__(self, emit: Emit, config: RayConfig) -> None:
-        self._ray = ray = _import_ray()
+        self._ray = ray = import_ray()
         self._emit = emit
         self._config = config
-        self._started_ray = _connect(ray, config.ray_address)
+        self._started_ray = connect(ray, config.ray_address)
         self._token = uuid.uuid4().hex[:12]
         self._agent = ray.remote(RankAgent)
         self._gpus = float(ray.cluster_resources().get("GPU", 0)) > 0
