@@ -92,6 +92,21 @@ def test_outputs_are_copied_back_when_not_shared(cluster, make_ray_app, tmp_path
     assert all(p.is_file() and p.parent == files.output_dir for p in files.files)
 
 
+def test_two_groups_on_one_node_each_receive_the_files_they_read(cluster, make_ray_app) -> None:
+    app = make_ray_app(num_gpus=2, gpus_per_model=1, shared_output_dir=False)
+    app.wait_ready(60)
+    upload = app.env.uploads_dir / "u2" / "shared.bin"
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(b"read by both groups " * 500)
+    futures = [app.infer({"op": "read", "path": str(upload)}) for _ in range(2)]
+    results = [f.result(60) for f in futures]  # both groups idle: one request each
+    assert sorted(r.status["group"] for r in results) == [0, 1]
+    digest = hashlib.sha256(upload.read_bytes()).hexdigest()
+    assert [r.status["sha256"] for r in results] == [digest, digest]
+    scratches = {app._pool.backend._groups[g].files.scratch for g in (0, 1)}
+    assert len(scratches) == 2  # one folder per group: the file was pushed to each
+
+
 def test_a_lost_node_fails_its_request_and_the_group_returns_on_a_new_node(
     cluster, make_ray_app
 ) -> None:

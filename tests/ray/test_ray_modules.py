@@ -11,6 +11,8 @@ cannot be copied back.
 from __future__ import annotations
 
 import ast
+import concurrent.futures
+import os
 import subprocess
 import sys
 import threading
@@ -20,7 +22,8 @@ from typing import Any
 from enginetest import wait_for
 
 import cosmos_gradio_nb
-from cosmos_gradio_nb._backends.ray.files import NodeFiles
+from cosmos_gradio_nb._backends.ray.config import RayConfig
+from cosmos_gradio_nb._backends.ray.files import FileMover, NodeFiles
 
 PACKAGE = Path(cosmos_gradio_nb.__file__).resolve().parent
 BACKENDS = PACKAGE / "_backends"
@@ -167,3 +170,69 @@ def test_close_ends_the_sending_thread_even_before_it_starts(tmp_path: Path) -> 
     files.close()
     files.start()
     wait_for(lambda: not any(t.name == "test-send" for t in threading.enumerate()))
+
+
+class FakeRef:
+    def __init__(self, value: Any = None, error: BaseException | None = None) -> None:
+        self.fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.value, self.error = value, error
+
+    def future(self) -> concurrent.futures.Future[Any]:
+        return self.fut
+
+    def complete(self) -> None:
+        if self.error is not None:
+            self.fut.set_exception(self.error)
+        else:
+            self.fut.set_result(self.value)
+
+
+class FakeActor:
+    """Records write_chunk calls as a rank agent would receive them."""
+
+    def __init__(self) -> None:
+        self.chunks: list[tuple[str, int, int, bool]] = []
+        outer = self
+
+        class Method:
+            def remote(self, path: str, offset: int, data: bytes, final: bool) -> FakeRef:
+                outer.chunks.append((path, offset, len(data), final))
+                ref = FakeRef()
+                ref.complete()
+                return ref
+
+        self.write_chunk = Method()
+
+
+class FakeRay:
+    def get(self, refs: Any, timeout: float | None = None) -> Any:
+        return [r.fut.result() for r in refs] if isinstance(refs, list) else refs.fut.result()
+
+
+def test_a_file_is_pushed_once_per_node_destination_and_version(tmp_path: Path) -> None:
+    # Two groups on one node have two scratch folders: each must receive the file.
+    src = tmp_path / "uploads" / "a.bin"
+    src.parent.mkdir()
+    src.write_bytes(b"x" * 100)
+    config = RayConfig(
+        ray_address=None,
+        placement_timeout=1,
+        shared_output_dir=True,
+        output_dir=tmp_path / "out",
+        uploads_dir=tmp_path / "uploads",
+        asset_dirs=(),
+    )
+    mover = FileMover(FakeRay(), config, "tok")
+    actor = FakeActor()
+    mover.push(actor, "node1", str(src), "/scratch/app-g0/files/a.bin")
+    mover.push(actor, "node1", str(src), "/scratch/app-g1/files/a.bin")
+    mover.push(actor, "node1", str(src), "/scratch/app-g0/files/a.bin")  # already there
+    assert actor.chunks == [
+        ("/scratch/app-g0/files/a.bin", 0, 100, True),
+        ("/scratch/app-g1/files/a.bin", 0, 100, True),
+    ]
+    src.write_bytes(b"y" * 50)  # a new version
+    os.utime(src, ns=(1, 1))
+    mover.push(actor, "node1", str(src), "/scratch/app-g0/files/a.bin")
+    assert actor.chunks[-1] == ("/scratch/app-g0/files/a.bin", 0, 50, True)
+    mover.close()

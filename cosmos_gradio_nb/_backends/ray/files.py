@@ -9,7 +9,7 @@ them gets a :class:`NodeFiles`, which owns that whole path:
 - a request is rewritten for the node before it is sent: its folder becomes a
   node-local scratch folder, and every file it names under the app's folders
   (uploads, earlier outputs, ``ASSET_DIRS``) is pushed to the node first, once
-  per node and file version. Pushing a multi-GB upload takes a while and
+  per node, file version and destination. Pushing a multi-GB upload takes a while and
   ``send`` is called with the pool's lock held, so requests wait in a queue for
   a thread of the group's own, which sends them in order;
 - the request is remembered (its parameters and its folder here) until rank 0
@@ -49,7 +49,7 @@ class FileMover:
         self._ray = ray
         self._config = config
         self._token = token
-        self._pushed: set[tuple[str, str, int, int]] = set()  # (node, path, size, mtime) sent
+        self._pushed: set[tuple[str, str, str, int, int]] = set()  # node, src, dest, size, mtime
         self._sentinel = self._write_sentinel(config.output_dir)
         self.allowed = [config.uploads_dir, config.output_dir, *config.asset_dirs]
         """The folders whose files a request may name, and so may be pushed to a node."""
@@ -78,9 +78,13 @@ class FileMover:
         return None
 
     def push(self, actor: Any, node: str, src: str, dest: str) -> None:
-        """Send ``src`` to ``dest`` on the node (once per node and file version)."""
+        """Send ``src`` to ``dest`` on the node (once per node, destination and file version).
+
+        The destination is part of the key: each group has a scratch folder of its own, so
+        two groups on one node each need the file in theirs.
+        """
         st = os.stat(src)
-        key = (node, src, st.st_size, int(st.st_mtime_ns))
+        key = (node, src, dest, st.st_size, int(st.st_mtime_ns))
         if key in self._pushed:
             return
         refs = []
