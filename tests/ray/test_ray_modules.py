@@ -16,14 +16,17 @@ import os
 import subprocess
 import sys
 import threading
+import typing
 from pathlib import Path
 from typing import Any
 
 from enginetest import wait_for
 
 import cosmos_gradio_nb
+from cosmos_gradio_nb._backends.ray.backend import ray_backend
 from cosmos_gradio_nb._backends.ray.config import RayConfig
 from cosmos_gradio_nb._backends.ray.files import FileMover, NodeFiles
+from cosmos_gradio_nb._engine.pool import BackendFactory
 
 PACKAGE = Path(cosmos_gradio_nb.__file__).resolve().parent
 BACKENDS = PACKAGE / "_backends"
@@ -236,3 +239,7 @@ def test_a_file_is_pushed_once_per_node_destination_and_version(tmp_path: Path) 
     mover.push(actor, "node1", str(src), "/scratch/app-g0/files/a.bin")
     assert actor.chunks[-1] == ("/scratch/app-g0/files/a.bin", 0, 50, True)
     mover.close()
+
+
+def test_ray_backend_is_typed_as_the_engines_backend_factory() -> None:
+    assert typing.get_type_hints(ray_backend)["return"] == BackendFactory

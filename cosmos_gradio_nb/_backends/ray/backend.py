@@ -46,8 +46,10 @@ from ..._engine.backend import (
     Reply,
     SendError,
     StartFailed,
+    WorkerBackend,
     message_event,
 )
+from ..._engine.pool import BackendFactory
 from ..process import signal_name
 from .agent import RankAgent
 from .config import RayConfig
@@ -62,10 +64,14 @@ logger = logging.getLogger("cosmos_gradio_nb")
 KILL_AFTER = 10.0  # seconds a rank actor gets to stop its worker before it is killed
 
 
-def ray_backend(config: RayConfig) -> Any:
+def ray_backend(config: RayConfig) -> BackendFactory:
     """The pool's backend factory for ``BACKEND=ray`` (raises at once if Ray is missing)."""
     import_ray()
-    return lambda emit: RayBackend(emit, config)
+
+    def make(emit: Emit) -> WorkerBackend:
+        return RayBackend(emit, config)
+
+    return make
 
 
 @dataclass(eq=False)
