@@ -55,17 +55,17 @@ def _run_app(tmp_path: Path, env: dict[str, str], **kwargs: object) -> dict[str,
         from cosmos_gradio_nb import NotebookApp
         app = NotebookApp(factory_module="models", backend="ray", output_dir={str(tmp_path / "o")!r},
                           log_file={str(tmp_path / "log")!r}, **{kwargs!r})
-        print("echo", app.infer({{"op": "echo", "value": 9}}).result(120).status["echo"])
-        print("gcs", ray.get_runtime_context().gcs_address)
+        print("echo=", app.infer({{"op": "echo", "value": 9}}).result(120).status["echo"])
+        print("gcs=", ray.get_runtime_context().gcs_address)
         app.close()
-        print("after close", ray.is_initialized())
+        print("after close=", ray.is_initialized())
         """)
     )
     done = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=240
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    return dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
+    return dict(line.split("= ", 1) for line in done.stdout.splitlines() if "= " in line)
 
 
 def _serve(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
