@@ -237,13 +237,16 @@ class RayBackend:
     def _answered(self, group: Group, rank: Rank, batch: Batch | None, exc: Any) -> None:
         if group.released or not rank.alive:
             return
-        if exc is not None:
+        if exc is not None:  # what came before, then the rank is gone
+            rank.flush_held()
+            self._handle(group, rank)
             if isinstance(exc, self._ray.exceptions.RayTaskError):  # the method raised: a bug
                 logger.error("cosmos_gradio_nb: a rank actor's call failed: %s", exc)
-                return
-            rank.flush_held()  # the actor or its node died: what came before, then that
-            self._handle(group, rank)
-            self._rank_gone(group, rank, death_reason(self._ray, exc, rank.info), None)
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else "?"
+                how = f"its Ray actor failed: {first[:200]}"  # no reply would ever come
+            else:  # the actor or its node died
+                how = death_reason(self._ray, exc, rank.info)
+            self._rank_gone(group, rank, how, None)
             return
         assert batch is not None
         if any(item[0] == "exit" for item in batch[1]):
