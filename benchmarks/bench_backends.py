@@ -11,8 +11,9 @@ within 2x of it); the threads the app adds with 2 and with 8 ranks; and the time
 copy a 100 MB output back from another node of a simulated two-node cluster
 (``SHARED_OUTPUT_DIR=0`` forces the copy, since both nodes share this machine's
 disk), against the floor: a plain ``ray.get`` of as many bytes made on that node,
-measured in the same run (goal: at least half of its MB/s), with the app's peak
-RSS growth during the copy (memory stays bounded: never a whole file).
+measured in the same run (goal: at least half of its MB/s; each the best of 3),
+with the app's peak private RSS growth during the copy (memory stays bounded:
+never a whole file).
 
 Everything Ray starts listens on loopback only (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0).
 """
@@ -131,18 +132,31 @@ def app_threads(out: Path, ranks: int) -> int:
     return added
 
 
+def private_rss() -> int:
+    """This process's anonymous resident memory (RssAnon), in bytes.
+
+    Not the whole RSS: the object store's shared memory that Ray maps into the
+    process counts in RSS once touched, and stays mapped, without being this
+    process's own memory.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 class PeakRss:
-    """The process's largest RSS while in the ``with`` block, sampled every 2 ms."""
+    """The process's largest private RSS while in the ``with`` block, sampled every 2 ms."""
 
     def __init__(self) -> None:
-        self.start = self.peak = psutil.Process().memory_info().rss
+        self.start = self.peak = private_rss()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
-        me = psutil.Process()
         while not self._stop.wait(0.002):
-            self.peak = max(self.peak, me.memory_info().rss)
+            self.peak = max(self.peak, private_rss())
 
     def __enter__(self) -> PeakRss:
         self._thread.start()
@@ -203,15 +217,19 @@ def copy_figures(out: Path, mb: int) -> dict[str, Any]:
         app.wait_ready(120)
         app.infer({"write_mb": 1}).result(120)  # warm
         floor = ray_get_floor(ray, gpu_node.node_id, mb)
-        with PeakRss() as rss_during:
+        totals, alones, peaks = [], [], []
+        for _ in range(3):  # the best of 3 of each, as for the floor: this machine is noisy
+            with PeakRss() as rss_during:
+                t = time.perf_counter()
+                res = app.infer({"write_mb": mb}).result(300)
+                totals.append(time.perf_counter() - t)
+            peaks.append(rss_during.growth_mb)
+            size = (res.output_dir / "out.bin").stat().st_size
+            assert size == mb * 2**20
             t = time.perf_counter()
-            res = app.infer({"write_mb": mb}).result(300)
-            total = time.perf_counter() - t
-        size = (res.output_dir / "out.bin").stat().st_size
-        assert size == mb * 2**20
-        alone = t2 = time.perf_counter()
-        app.infer({"write_mb": mb, "skip": True}).result(300)  # the same work, nothing to copy
-        alone = time.perf_counter() - t2
+            app.infer({"write_mb": mb, "skip": True}).result(300)  # the same, nothing to copy
+            alones.append(time.perf_counter() - t)
+        total, alone = min(totals), min(alones)
         rss = psutil.Process().memory_info().rss / 2**20
         app.close()
     finally:
@@ -226,7 +244,7 @@ def copy_figures(out: Path, mb: int) -> dict[str, Any]:
         "ray_get_floor_s": round(floor, 3),
         "ray_get_floor_mb_per_s": round(mb / max(1e-9, floor), 1),
         "copy_vs_floor": round(floor / max(1e-9, total - alone), 2),
-        "app_rss_peak_growth_mb_during_copy": round(rss_during.growth_mb, 1),
+        "app_private_rss_peak_growth_mb_during_copy": round(max(peaks), 1),
         "app_rss_mb_after_copy": round(rss, 1),
     }
 
@@ -297,9 +315,9 @@ def main() -> int:
     print(
         f"ray: floor, a plain ray.get of {r['copy_mb']} MB from that node: "
         f"{r['ray_get_floor_s']:.2f} s ({r['ray_get_floor_mb_per_s']:.0f} MB/s); the copy is "
-        f"{r['copy_vs_floor']:.2f}x of it (goal >= 0.5x); app RSS grew at most "
-        f"{r['app_rss_peak_growth_mb_during_copy']:.0f} MB during the copy, "
-        f"{r['app_rss_mb_after_copy']:.0f} MB after"
+        f"{r['copy_vs_floor']:.2f}x of it (goal >= 0.5x); the app's private RSS grew "
+        f"at most {r['app_private_rss_peak_growth_mb_during_copy']:.0f} MB during a copy; "
+        f"its RSS (object store mappings included) {r['app_rss_mb_after_copy']:.0f} MB after"
     )
     print("BENCH_BACKENDS " + json.dumps(figures))
     return 0
