@@ -22,7 +22,7 @@ record of files already pushed to each node, and a few threads for the
 transfers (:data:`TRANSFER_THREADS`, however many groups there are; none until
 a group needs one). Both directions move :data:`~.agent.CHUNK_BYTES` chunks
 through Ray's object store with :data:`PIPELINE` in flight, so neither side ever
-holds more than ``CHUNK_BYTES * PIPELINE`` of a file (64 MB), however large it
+holds more than ``CHUNK_BYTES * PIPELINE`` of a file (128 MB), however large it
 is. Pulled chunks come as byte arrays mapped from the object store and are
 written to the file from there, without a copy into this process's memory.
 """
@@ -47,7 +47,7 @@ __all__ = ["PIPELINE", "TRANSFER_THREADS", "FileMover", "NodeFiles"]
 
 logger = logging.getLogger("cosmos_gradio_nb")
 
-PIPELINE = 4  # chunk transfers in flight per file
+PIPELINE = 8  # chunk transfers in flight per file (8 beat 4 in paired runs here)
 TRANSFER_THREADS = 4  # the mover's threads: pushes, pulls and sends of every group together
 TIMEOUT_S = 300.0  # one chunk's transfer
 
