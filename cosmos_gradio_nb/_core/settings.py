@@ -97,7 +97,8 @@ class DeploymentEnv(BaseSettings):
     ray_address: str | None = _setting(
         None,
         "Ray cluster to join ('auto', 'host:port', 'ray://...'); unset: the Ray already "
-        "initialised in this process, else a running local one, else a new local one.",
+        "initialised in this process, else a new private local one (never one that merely "
+        "runs on the machine).",
     )
     shared_output_dir: bool | None = _setting(
         None,

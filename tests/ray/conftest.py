@@ -17,6 +17,11 @@ import pytest
 
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Ray's worker processes (the rank actors) inherit the environment of the Ray this process
+# starts: they import the package under test, not another copy installed in the venv.
+REPO = str(Path(__file__).resolve().parents[2])
+_paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != REPO]
+os.environ["PYTHONPATH"] = os.pathsep.join([REPO, *_paths])
 
 ENGINE_TESTS = Path(__file__).resolve().parent.parent / "engine"
 if str(ENGINE_TESTS) not in sys.path:

@@ -8,6 +8,9 @@ scratch folder, and the files must arrive, byte for byte, in OUTPUT_DIR here.
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +25,10 @@ def cluster():
     import ray
     from ray.cluster_utils import Cluster
 
+    # A Cluster records its address as the machine's latest Ray (what ray.init() and
+    # address="auto" join): in a folder of its own, not in the /tmp/ray of other Rays here.
+    tmpdir = tempfile.mkdtemp(prefix="cgc", dir="/tmp")  # short: Ray's sockets live there
+    os.environ["RAY_TMPDIR"] = tmpdir
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     gpu_node = c.add_node(num_cpus=2, num_gpus=2)
     ray.init(address=c.address)
@@ -30,6 +37,8 @@ def cluster():
     yield c
     ray.shutdown()
     c.shutdown()
+    os.environ.pop("RAY_TMPDIR", None)
+    shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def rank_nodes(app) -> list[str]:
@@ -81,6 +90,21 @@ def test_outputs_are_copied_back_when_not_shared(cluster, make_ray_app, tmp_path
     files = app.infer({"op": "write"}).result(60)
     assert {p.name for p in files.files} >= {"clip.mp4", "frame.png", "notes.txt"}
     assert all(p.is_file() and p.parent == files.output_dir for p in files.files)
+
+
+def test_two_groups_on_one_node_each_receive_the_files_they_read(cluster, make_ray_app) -> None:
+    app = make_ray_app(num_gpus=2, gpus_per_model=1, shared_output_dir=False)
+    app.wait_ready(60)
+    upload = app.env.uploads_dir / "u2" / "shared.bin"
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(b"read by both groups " * 500)
+    futures = [app.infer({"op": "read", "path": str(upload)}) for _ in range(2)]
+    results = [f.result(60) for f in futures]  # both groups idle: one request each
+    assert sorted(r.status["group"] for r in results) == [0, 1]
+    digest = hashlib.sha256(upload.read_bytes()).hexdigest()
+    assert [r.status["sha256"] for r in results] == [digest, digest]
+    scratches = {app._pool.backend._groups[g].files.scratch for g in (0, 1)}
+    assert len(scratches) == 2  # one folder per group: the file was pushed to each
 
 
 def test_a_lost_node_fails_its_request_and_the_group_returns_on_a_new_node(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -22,7 +23,7 @@ TINY = {"num_frames": 6, "width": 64, "height": 48, "fps": 6}
 def local_ray():
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False)  # never a Ray running here
     yield ray
     ray.shutdown()
 
@@ -108,6 +109,22 @@ def test_a_hung_request_times_out_and_terminate_stops_one(make_ray_app) -> None:
     wait_for(lambda: fut.state == "running", timeout=30)
     assert fut.terminate() and fut.cancelled()
     assert app.infer({"op": "echo", "value": 7}).result(60).status["echo"] == 7
+
+
+def test_terminate_stops_a_cooperative_model_and_its_worker_stays_loaded(make_ray_app) -> None:
+    """The stop reaches the worker through its actor; the ``stopped`` reply ends the call."""
+    app = make_ray_app(stop_grace=30.0)  # a kill would take 30 s: the stop must be cooperative
+    fut = app.infer({"op": "steps"})
+    wait_for(lambda: fut.progress is not None, timeout=60)
+    worker = app.workers()[0].pid
+    assert fut.terminate() and fut.cancelled()
+    status = json.loads((fut.output_dir / "status.json").read_text())
+    assert status["state"] == "cancelled" and status["stop"]["how"] == "cooperative"
+    assert app.infer({"op": "echo", "value": 3}).result(30).status["echo"] == 3
+    assert app.workers()[0].pid == worker  # not restarted
+    # no Ray call is left waiting for a reply that came as ``stopped``: only the long poll
+    waiter = app._pool.backend._waiter  # type: ignore[attr-defined]
+    wait_for(lambda: waiter.pending == 1, timeout=10)
 
 
 def test_no_helper_survives_its_keeper_being_killed_on_the_node(make_ray_app) -> None:

@@ -4,8 +4,21 @@ A :class:`RankAgent` does on its node what the local backend does on the app's
 machine: it starts ``cosmos_gradio_nb._worker`` as a child process (so the
 model contract, the keeper, tqdm forwarding and output capture at the
 descriptor level are exactly the local ones) and watches it with the same
-:class:`~cosmos_gradio_nb._backends.mux.ProcessMux`. What the worker says and prints is buffered here
-until the app's poll call (:meth:`RankAgent.events`) takes it, in order.
+:class:`~cosmos_gradio_nb._backends.mux.ProcessMux`.
+
+What reaches the app, and how
+-----------------------------
+Everything the worker says and prints is buffered here, in order, and leaves in
+numbered *batches* (:data:`Batch`): each call that takes from the buffer takes a
+contiguous run of it and numbers it, so the app hands the items on in the order
+they happened however the answers overtake each other on the way back.
+
+- :meth:`run` hands a request to the worker and *returns its reply*, with what
+  was printed before it: the reply travels back as the answer of the call that
+  carried the request, one Ray round trip, like a bare actor call;
+- :meth:`events` is the app's long poll for the rest (lines and progress while a
+  request runs, the worker's pid, its death): it never takes a reply that a
+  :meth:`run` call is waiting for, so a reply is not split from its call.
 
 Ray places the actor (one GPU bundle of its group's placement group) and sets
 its ``CUDA_VISIBLE_DEVICES``; the worker inherits it. Files move in chunks
@@ -27,15 +40,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..._engine.backend import SendError
 from ..._worker import reaper
 from ..mux import MuxEvent, ProcessMux
 from ..process import free_port, rank_environment
 
-__all__ = ["CHUNK_BYTES", "RankAgent", "remap_paths"]
+__all__ = ["CHUNK_BYTES", "Batch", "RankAgent", "remap_paths"]
 
-CHUNK_BYTES = 8 * 1024 * 1024
+CHUNK_BYTES = 16 * 1024 * 1024
 MAX_BUFFERED_LINES = 20_000  # lines held for a slow poller before older ones are dropped
 MAX_EVENTS_BYTES = 4 * 1024 * 1024  # one events() answer carries at most about this much
+
+Batch = tuple[int | None, list[tuple[Any, ...]]]
+"""``(number, items)``: numbers count up from 0 per agent, one per non-empty batch;
+``(None, [])`` when there was nothing to take."""
 
 
 def remap_paths(value: Any, mapping: dict[str, str]) -> Any:
@@ -47,6 +65,13 @@ def remap_paths(value: Any, mapping: dict[str, str]) -> Any:
     if isinstance(value, dict):
         return {k: remap_paths(v, mapping) for k, v in value.items()}
     return value
+
+
+def _reply_id(item: tuple[Any, ...]) -> str | None:
+    """The request id of a reply (``done``, ``error``, ``stopped``) message item, else None."""
+    if item[0] == "message" and item[1].get("type") in ("done", "error", "stopped"):
+        return str(item[1].get("id"))
+    return None
 
 
 class RankAgent:
@@ -70,6 +95,10 @@ class RankAgent:
         self._key = (group, rank)
         self._cond = threading.Condition()
         self._events: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._batch = 0  # the number of the next non-empty batch
+        self._awaited: set[str] = set()  # requests whose reply a run() call returns
+        self._replied: set[str] = set()  # ... and whose reply is in the buffer now
+        self._ended = False  # the worker is gone: no reply will come
         self._dropped = 0
         # In the worker's environment, inherited by all it starts: killed once it is gone.
         self._tag = f"{scratch}-r{rank}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -126,35 +155,73 @@ class RankAgent:
         workdir = cwd if os.path.isdir(cwd) else os.getcwd()
         self._mux.spawn(self._key, f"[g{self.group} r{self.rank}]", env, init, workdir)
 
-    def run(self, msg: dict[str, Any]) -> None:
-        """Hand ``msg`` (an infer or shutdown message) to the worker."""
+    def run(self, msg: dict[str, Any]) -> Batch:
+        """Hand an infer message to the worker; return once its reply is here (or the worker is
+        gone), with every item buffered before it, the reply last."""
+        rid = str(msg["id"])
+        with self._cond:
+            self._awaited.add(rid)
+        try:
+            self._mux.send(self._key, msg)
+        except SendError:
+            pass  # the worker is gone: its death is in the buffer, or on its way
+        with self._cond:
+            while rid not in self._replied and not self._ended:
+                self._cond.wait()
+            self._awaited.discard(rid)
+            self._replied.discard(rid)
+            return self._take(bounded=False)
+
+    def tell(self, msg: dict[str, Any]) -> None:
+        """Hand the worker a message that has no reply (``shutdown``)."""
         self._mux.send(self._key, msg)
 
     def stop(self) -> None:
         """Stop the worker and everything it started (its keeper does); an exit event follows."""
         self._mux.stop(self._key)
 
-    def events(self, timeout: float = 10.0) -> list[tuple[Any, ...]]:
+    def events(self, timeout: float = 30.0) -> Batch:
         """What happened since the last call, in order; waits up to ``timeout`` s for something.
 
         Items: ``("lines", [...])``, ``("message", {...})``, ``("started", pid)``,
         ``("died", code, pid)`` (the worker ended) and ``("exit", code, pid)`` (all is gone).
+        A reply that a :meth:`run` call waits for, and what follows it, is left to that call.
         """
         deadline = time.monotonic() + timeout
         with self._cond:
-            while not self._events and time.monotonic() < deadline:
-                self._cond.wait(max(0.0, deadline - time.monotonic()))
-            out: list[tuple[Any, ...]] = []
-            size = 0
-            if self._dropped:
-                out.append(("lines", [f"[{self._dropped} lines dropped: the app was not reading]"]))
-                self._dropped = 0
-            while self._events and size < MAX_EVENTS_BYTES:
-                item = self._events.popleft()
-                if item[0] == "lines":
-                    size += sum(len(line) for line in item[1])
-                out.append(item)
-            return out
+            while not self._takeable() and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(left)
+            return self._take(bounded=True)
+
+    def _takeable(self) -> bool:
+        if self._dropped:
+            return True
+        return bool(self._events) and _reply_id(self._events[0]) not in self._awaited
+
+    def _take(self, *, bounded: bool) -> Batch:
+        """Take items from the buffer (with the lock held) as the next numbered batch.
+
+        ``bounded`` (the long poll): stop before a reply a :meth:`run` call waits for, and
+        after about :data:`MAX_EVENTS_BYTES` of lines.
+        """
+        out: list[tuple[Any, ...]] = []
+        if self._dropped:
+            out.append(("lines", [f"[{self._dropped} lines dropped: the app was not reading]"]))
+            self._dropped = 0
+        size = 0
+        while self._events:
+            item = self._events[0]
+            if bounded and (size >= MAX_EVENTS_BYTES or _reply_id(item) in self._awaited):
+                break
+            self._events.popleft()
+            if item[0] == "lines":
+                size += sum(len(line) for line in item[1])
+            out.append(item)
+        if not out:
+            return None, []
+        number = self._batch
+        self._batch += 1
+        return number, out
 
     def _on_mux(self, ev: MuxEvent) -> None:
         if ev.kind == "exit":  # its keeper is gone (killed, maybe): what carries the tag goes too
@@ -167,13 +234,19 @@ class RankAgent:
                 self._events.append(("lines", ev.lines or []))
                 self._trim()
             elif ev.kind == "message":
-                self._events.append(("message", ev.message))
+                msg = ev.message or {}
+                self._events.append(("message", msg))
+                rid = _reply_id(("message", msg))
+                if rid in self._awaited:
+                    self._replied.add(rid)
             elif ev.kind == "started":
                 self._events.append(("started", ev.pid))
             elif ev.kind in ("died", "exit"):
                 self._events.append((ev.kind, ev.exitcode, ev.pid))
+                self._ended = True
             else:
                 self._events.append(("exit", None, None))
+                self._ended = True
             self._cond.notify_all()
 
     def _trim(self) -> None:
@@ -187,11 +260,20 @@ class RankAgent:
                     break
 
     # -- files ------------------------------------------------------------------------------
-    def read_chunk(self, path: str, offset: int, size: int = CHUNK_BYTES) -> bytes:
-        """``size`` bytes of ``path`` from ``offset`` (fewer at its end)."""
+    def read_chunk(self, path: str, offset: int, size: int = CHUNK_BYTES) -> Any:
+        """``size`` bytes of ``path`` from ``offset`` (fewer at its end), as a uint8 array.
+
+        An array, not ``bytes``: Ray stores it as it is and the app reads it where it
+        lies in the object store, where bytes would be copied into its memory first.
+        """
+        import numpy  # Ray's own dependency: on every node that runs this
+
         with open(path, "rb") as f:
             f.seek(offset)
-            return f.read(size)
+            left = max(0, min(size, os.fstat(f.fileno()).st_size - offset))
+            chunk = numpy.empty(left, dtype=numpy.uint8)
+            got = f.readinto(chunk.data)
+        return chunk[:got]
 
     def file_sizes(self, paths: list[str]) -> dict[str, int]:
         """The size of each file that exists (the app copies those back)."""

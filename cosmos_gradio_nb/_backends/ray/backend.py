@@ -13,15 +13,19 @@ scheduler of its own:
 - each rank is a :class:`~.agent.RankAgent` actor in its bundle, which runs
   the ordinary worker process on its node; ``MASTER_ADDR`` is rank 0's node,
   ``MASTER_PORT`` a port free there, ``CUDA_VISIBLE_DEVICES`` what Ray assigned;
-- one thread per rank long-polls its actor for events (output lines, progress,
-  replies, the worker's exit); a dead actor or node fails that call at once,
-  which is how a crash or a lost node is noticed;
+- a request travels as one actor call per rank whose answer is that rank's reply
+  (with the lines printed before it), and each rank has one long poll out for
+  the rest (lines and progress while it runs, the worker's death); every such
+  call is waited on by one thread, :class:`~.calls.CallWaiter`'s, whatever the
+  number of ranks; a dead actor or node fails those calls at once, which is how
+  a crash or a lost node is noticed;
 - when the node does not share ``OUTPUT_DIR`` (``SHARED_OUTPUT_DIR``, or a
   sentinel file the node cannot see), the worker writes into a node-local
   folder, and the files are streamed back in chunks into the request's folder
   here before the reply is handed on; uploads a request names go the other way.
   That whole path is one :class:`~.files.NodeFiles` per group: the backend
-  hands it the group's messages and rank 0's replies, nothing more.
+  hands it the group's messages and rank 0's replies, nothing more; the copies
+  run on the file mover's few threads, shared by every group.
 
 The queue, the futures and every policy stay in the app's process (``_engine/``).
 The settings used here come as a :class:`~.config.RayConfig`, which the app builds.
@@ -30,14 +34,12 @@ The settings used here come as a :class:`~.config.RayConfig`, which the app buil
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-import signal
 import threading
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
-from ..._core.exceptions import CosmosGradioError
 from ..._engine.backend import (
     Died,
     Emit,
@@ -48,12 +50,17 @@ from ..._engine.backend import (
     Reply,
     SendError,
     StartFailed,
+    WorkerBackend,
     message_event,
 )
+from ..._engine.pool import BackendFactory
 from ..process import signal_name
-from .agent import RankAgent
+from .agent import Batch, RankAgent
+from .calls import CallWaiter
 from .config import RayConfig
+from .connect import connect, import_ray
 from .files import FileMover, NodeFiles
+from .group import Group, Rank, start_ranks
 from .placement import Placement, cluster_summary, death_reason
 
 __all__ = ["RayBackend", "RayConfig", "ray_backend"]
@@ -61,78 +68,17 @@ __all__ = ["RayBackend", "RayConfig", "ray_backend"]
 logger = logging.getLogger("cosmos_gradio_nb")
 
 KILL_AFTER = 10.0  # seconds a rank actor gets to stop its worker before it is killed
+POLL_S = 60.0  # a long poll's answer when nothing happens (a dead actor answers at once)
 
 
-def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise CosmosGradioError(
-            "backend='ray' needs Ray, which is not installed: "
-            "pip install 'cosmos_gradio_nb[ray]' (on every node of the cluster)"
-        ) from None
-    return ray
-
-
-def ray_backend(config: RayConfig) -> Any:
+def ray_backend(config: RayConfig) -> BackendFactory:
     """The pool's backend factory for ``BACKEND=ray`` (raises at once if Ray is missing)."""
-    _import_ray()
-    return lambda emit: RayBackend(emit, config)
+    import_ray()
 
+    def make(emit: Emit) -> WorkerBackend:
+        return RayBackend(emit, config)
 
-def _connect(ray: Any, address: str | None) -> bool:
-    """Join (or start) Ray; True when this call started a new local instance.
-
-    ``ray.init`` replaces the process's SIGTERM handler with one that exits at
-    once; the process is not Ray's (a server that must close its page and
-    workers, a notebook kernel), so the handlers in place before are put back.
-    """
-    if ray.is_initialized():
-        return False
-    main = threading.current_thread() is threading.main_thread()
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
-    try:
-        if address is None:
-            try:
-                ray.init(address="auto")
-                return False
-            except ConnectionError:
-                ray.init()
-                return True
-        ray.init(address=address)
-        return False
-    finally:
-        for sig, handler in saved.items():
-            if handler is not None:
-                signal.signal(sig, handler)
-
-
-@dataclass(eq=False)
-class _Rank:
-    rank: int
-    actor: Any
-    info: dict[str, Any] = field(default_factory=dict)
-    worker_pid: int | None = None
-    alive: bool = True
-    reported: bool = False  # its death was told
-    _run: Any = None  # ``actor.run`` with no return value, made once
-
-    def tell(self, msg: dict[str, Any]) -> None:
-        """Send the rank's worker a message; no answer is awaited (replies come as events)."""
-        if self._run is None:
-            self._run = self.actor.run.options(num_returns=0)
-        self._run.remote(msg)
-
-
-@dataclass(eq=False)
-class _Group:
-    spec: GroupSpec
-    placement: Placement | None = None
-    ranks: list[_Rank] = field(default_factory=list)
-    running: bool = False  # every rank's worker was started
-    stopping: bool = False
-    released: bool = False
-    files: NodeFiles | None = None  # its node does not share our folders
+    return make
 
 
 class RayBackend:
@@ -141,21 +87,22 @@ class RayBackend:
     name = "ray"
 
     def __init__(self, emit: Emit, config: RayConfig) -> None:
-        self._ray = ray = _import_ray()
+        self._ray = ray = import_ray()
         self._emit = emit
         self._config = config
-        self._started_ray = _connect(ray, config.ray_address)
+        self._started_ray = connect(ray, config.ray_address)
         self._token = uuid.uuid4().hex[:12]
         self._agent = ray.remote(RankAgent)
         self._gpus = float(ray.cluster_resources().get("GPU", 0)) > 0
         self._lock = threading.Lock()
-        self._groups: dict[int, _Group] = {}
+        self._groups: dict[int, Group] = {}
         self._files = FileMover(ray, config, self._token)
+        self._waiter = CallWaiter()
         self._closed = False
 
     # -- the backend interface ----------------------------------------------------------------
     def start(self, spec: GroupSpec) -> None:
-        group = _Group(spec)
+        group = Group(spec)
         with self._lock:
             self._groups[spec.index] = group
         threading.Thread(
@@ -171,8 +118,7 @@ class RayBackend:
             if g is None or not g.running or g.stopping:
                 raise SendError(f"group {group} is not running")
         if g.files is None:
-            for rank in g.ranks:
-                rank.tell(msg)
+            self._deliver(g, msg)
         else:
             g.files.send(msg)
 
@@ -191,13 +137,11 @@ class RayBackend:
         for rank in ranks:
             with contextlib.suppress(Exception):
                 if graceful:
-                    rank.tell({"type": "shutdown"})
+                    rank.actor.tell.remote({"type": "shutdown"})
                 else:
                     rank.actor.stop.remote()
         if not graceful:
-            timer = threading.Timer(KILL_AFTER, self._kill_ranks, args=(g,))
-            timer.daemon = True
-            timer.start()
+            self._waiter.after(KILL_AFTER, lambda: self._kill_ranks(g))
 
     def ranks(self, group: int) -> list[RankInfo]:
         """One row per rank of the group; a rank not placed yet (a restart) has no pid."""
@@ -227,18 +171,21 @@ class RayBackend:
             groups = list(self._groups.values())
         for g in groups:
             self._release(g, announce=False)
+        self._waiter.close()
         self._files.close()
         if self._started_ray:
             with contextlib.suppress(Exception):
                 self._ray.shutdown()
 
     # -- starting a group (its own thread: placement may take a while) -------------------------
-    def _start_group(self, group: _Group) -> None:
+    def _start_group(self, group: Group) -> None:
         spec = group.spec
         try:
             if not self._place(group):
                 return
-            self._create_ranks(group)
+            start_ranks(self._ray, self._agent, group, token=self._token, gpus=self._gpus)
+            if not self._files.shared(group.ranks[0].actor):
+                group.files = self._node_files(group)
         except Exception as exc:  # a rank died while starting, Ray refused, a timeout...
             if not group.stopping:
                 logger.debug("ray group start failed", exc_info=True)
@@ -254,14 +201,9 @@ class RayBackend:
         if group.files is not None:
             group.files.start()
         for rank in group.ranks:
-            threading.Thread(
-                target=self._poll,
-                args=(group, rank),
-                name=f"cosmos-ray-poll-g{spec.index}r{rank.rank}",
-                daemon=True,
-            ).start()
+            self._poll(group, rank)
 
-    def _place(self, group: _Group) -> bool:
+    def _place(self, group: Group) -> bool:
         """Create the group's placement group and wait (bounded) until Ray places it."""
         spec, limit = group.spec, self._config.placement_timeout
         name = f"cosmos-gradio-{self._token}-g{spec.index}-i{spec.incarnation}"
@@ -280,81 +222,87 @@ class RayBackend:
             return False
         return True
 
-    def _create_ranks(self, group: _Group) -> None:
-        ray, spec, placement = self._ray, group.spec, group.placement
-        assert placement is not None
-        for r in range(spec.size):
-            actor = self._agent.options(
-                num_cpus=1,
-                num_gpus=1 if self._gpus else 0,
-                scheduling_strategy=placement.strategy(r),
-                max_concurrency=8,
-            ).remote(spec.index, r, f"{self._token}-g{spec.index}")
-            group.ranks.append(_Rank(r, actor))
-        infos = ray.get([rank.actor.describe.remote() for rank in group.ranks], timeout=300)
-        for rank, info in zip(group.ranks, infos, strict=True):
-            rank.info = info
-        lead = group.ranks[0]
-        if not self._files.shared(lead.actor):
-            group.files = self._node_files(group)
-        port = ray.get(lead.actor.free_port.remote(), timeout=60)
-        init = {
-            "type": "init",
-            "factory": spec.factory,
-            "sys_path": spec.sys_path,
-            "group": spec.index,
-            "world_size": spec.size,
-        }
-        ray.get(
-            [
-                rank.actor.start.remote(
-                    spec.env,
-                    size=spec.size,
-                    master_addr=str(lead.info["ip"]),
-                    master_port=int(port),
-                    init={**init, "rank": rank.rank},
-                    cwd=spec.cwd,
-                    gpus=self._gpus,
-                )
-                for rank in group.ranks
-            ],
-            timeout=120,
-        )
+    # -- calls out to the ranks, and their answers (on the waiter's one thread) ------------------
+    def _deliver(self, group: Group, msg: dict[str, Any]) -> None:
+        """Send ``msg`` to every rank: an infer as a call whose answer is the reply."""
+        infer = msg.get("type") == "infer"
+        for rank in group.ranks:
+            if infer:
+                ref = rank.actor.run.remote(msg)
+                self._waiter.watch(ref, functools.partial(self._answered, group, rank))
+            else:
+                rank.actor.tell.remote(msg)
 
-    # -- one thread per rank: its events ------------------------------------------------------
-    def _poll(self, group: _Group, rank: _Rank) -> None:
+    def _poll(self, group: Group, rank: Rank) -> None:
+        ref = rank.actor.events.remote(POLL_S)
+        self._waiter.watch(ref, lambda v, e: self._polled(group, rank, v, e))
+
+    def _polled(self, group: Group, rank: Rank, batch: Batch | None, exc: Any) -> None:
+        self._answered(group, rank, batch, exc)
+        if exc is None and rank.alive and not rank.finished and not group.released:
+            self._poll(group, rank)
+
+    def _answered(self, group: Group, rank: Rank, batch: Batch | None, exc: Any) -> None:
+        if group.released or not rank.alive:
+            return
+        if exc is not None:  # what came before, then the rank is gone
+            rank.flush_held()
+            self._handle(group, rank)
+            if isinstance(exc, self._ray.exceptions.RayTaskError):  # the method raised: a bug
+                logger.error("cosmos_gradio_nb: a rank actor's call failed: %s", exc)
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else "?"
+                how = f"its Ray actor failed: {first[:200]}"  # no reply would ever come
+            else:  # the actor or its node died
+                how = death_reason(self._ray, exc, rank.info)
+            self._rank_gone(group, rank, how, None)
+            return
+        assert batch is not None
+        if any(item[0] == "exit" for item in batch[1]):
+            rank.finished = True
+        rank.arrived(batch)
+        self._handle(group, rank)
+
+    def _handle(self, group: Group, rank: Rank) -> None:
+        """Hand on the rank's backlog, in order, until a reply must first be copied back."""
         spec = group.spec
-        while True:
-            try:
-                items = self._ray.get(rank.actor.events.remote(10.0))
-            except Exception as exc:  # RayActorError: the actor or its node died
-                self._rank_gone(group, rank, death_reason(self._ray, exc, rank.info), None)
-                return
-            for item in items:
-                kind = item[0]
-                if kind == "lines":
-                    self._emit(Output(spec.index, spec.incarnation, rank.rank, item[1]))
-                elif kind == "started":
-                    rank.worker_pid = item[1]
-                elif kind == "message":
-                    self._on_message(group, rank, item[1])
-                elif kind in ("died", "exit"):
-                    code = item[1]
-                    how = signal_name(code) or (f"exit code {code}" if code is not None else "lost")
-                    self._rank_gone(group, rank, how, code, final=kind == "exit")
-                    if kind == "exit":
-                        return
+        while rank.backlog and not rank.copying:
+            item = rank.backlog.popleft()
+            kind = item[0]
+            if kind == "lines":
+                self._emit(Output(spec.index, spec.incarnation, rank.rank, item[1]))
+            elif kind == "started":
+                rank.worker_pid = item[1]
+            elif kind == "message":
+                self._on_message(group, rank, item[1])
+            elif kind in ("died", "exit"):
+                code = item[1]
+                how = signal_name(code) or (f"exit code {code}" if code is not None else "lost")
+                self._rank_gone(group, rank, how, code, final=kind == "exit")
 
-    def _on_message(self, group: _Group, rank: _Rank, msg: dict[str, Any]) -> None:
-        spec, kind = group.spec, msg.get("type")
-        if kind in ("done", "error") and rank.rank == 0 and group.files is not None:
-            msg = group.files.reply(msg)  # a done's outputs copied back here first
-        event = message_event(spec.index, spec.incarnation, rank.rank, msg)
+    def _on_message(self, group: Group, rank: Rank, msg: dict[str, Any]) -> None:
+        files = group.files
+        if msg.get("type") in ("done", "error", "stopped") and rank.rank == 0 and files is not None:
+            rank.copying = True  # a done's outputs are copied back first, off this thread
+            self._files.submit(lambda: self._copied(group, rank, files.reply(msg)))
+            return
+        self._tell(group, rank, msg)
+
+    def _copied(self, group: Group, rank: Rank, msg: dict[str, Any]) -> None:
+        def resume() -> None:
+            rank.copying = False
+            if not group.released and rank.alive:
+                self._tell(group, rank, msg)
+                self._handle(group, rank)
+
+        self._waiter.post(resume)
+
+    def _tell(self, group: Group, rank: Rank, msg: dict[str, Any]) -> None:
+        event = message_event(group.spec.index, group.spec.incarnation, rank.rank, msg)
         if event is not None:
             self._emit(event)
 
     def _rank_gone(
-        self, group: _Group, rank: _Rank, how: str, code: int | None, *, final: bool = True
+        self, group: Group, rank: Rank, how: str, code: int | None, *, final: bool = True
     ) -> None:
         """A rank's worker ended (``final``: and everything of it is gone)."""
         spec = group.spec
@@ -381,7 +329,7 @@ class RayBackend:
         if last:
             self._release(group)
 
-    def _release(self, group: _Group, *, announce: bool = True) -> None:
+    def _release(self, group: Group, *, announce: bool = True) -> None:
         """Kill the group's actors, remove its placement group; then ``Gone``."""
         with self._lock:
             if group.released:
@@ -400,7 +348,7 @@ class RayBackend:
         if announce and not self._closed:
             self._emit(Gone(group.spec.index, group.spec.incarnation))
 
-    def _kill_ranks(self, group: _Group) -> None:
+    def _kill_ranks(self, group: Group) -> None:
         """A stop's last resort: the actors did not stop their workers in time."""
         if not group.released:
             for rank in list(group.ranks):
@@ -408,18 +356,18 @@ class RayBackend:
                     self._ray.kill(rank.actor, no_restart=True)
 
     # -- files, when the node does not share our folders ---------------------------------------
-    def _node_files(self, group: _Group) -> NodeFiles:
+    def _node_files(self, group: Group) -> NodeFiles:
         """The group's path for requests and outputs through rank 0's node (``files.py``)."""
         spec, lead = group.spec, group.ranks[0]
-
-        def tell(msg: dict[str, Any]) -> None:
-            for rank in group.ranks:
-                with contextlib.suppress(Exception):
-                    rank.tell(msg)
 
         def refuse(reply: dict[str, Any]) -> None:
             for rank in group.ranks:
                 self._emit(Reply(spec.index, spec.incarnation, rank.rank, reply))
 
-        name = f"cosmos-ray-send-g{spec.index}"
-        return NodeFiles(self._files, lead.actor, lead.info, tell=tell, refuse=refuse, name=name)
+        return NodeFiles(
+            self._files,
+            lead.actor,
+            lead.info,
+            tell=lambda m: self._deliver(group, m),
+            refuse=refuse,
+        )

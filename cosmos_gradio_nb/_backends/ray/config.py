@@ -25,8 +25,8 @@ class RayConfig:
     """
 
     ray_address: str | None
-    """Cluster to join (``RAY_ADDRESS``); ``None``: the Ray in this process, a running
-    local one, else a new local one."""
+    """Cluster to join (``RAY_ADDRESS``); ``None``: the Ray in this process, else a new
+    private local one (``connect.py``)."""
     placement_timeout: float
     """Seconds a group's placement may take before its start fails."""
     shared_output_dir: bool | None

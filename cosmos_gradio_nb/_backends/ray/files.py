@@ -9,9 +9,9 @@ them gets a :class:`NodeFiles`, which owns that whole path:
 - a request is rewritten for the node before it is sent: its folder becomes a
   node-local scratch folder, and every file it names under the app's folders
   (uploads, earlier outputs, ``ASSET_DIRS``) is pushed to the node first, once
-  per node and file version. Pushing a multi-GB upload takes a while and
-  ``send`` is called with the pool's lock held, so requests wait in a queue for
-  a thread of the group's own, which sends them in order;
+  per node, file version and place. Pushing a multi-GB upload takes a while and
+  ``send`` is called with the pool's lock held, so requests wait in the group's
+  queue for one of the mover's threads, which sends them in order;
 - the request is remembered (its folder here and on the node) until rank 0
   replies; a ``done`` then has its files pulled into the request's folder here
   and its file lists and returned values rewritten to name the copies before
@@ -19,16 +19,22 @@ them gets a :class:`NodeFiles`, which owns that whole path:
   app alone writes status.json, from that reply).
 
 :class:`FileMover` is what all of one app's groups share: the sentinel, the
-record of files already pushed to each node, and the transfers themselves. Both
-directions move 8 MB chunks through Ray's object store with a few in flight, so
-neither side ever holds a whole multi-GB video in memory.
+record of files already pushed to each node, and a few threads for the
+transfers (:data:`TRANSFER_THREADS`, however many groups there are; none until
+a group needs one). Both directions move :data:`~.agent.CHUNK_BYTES` chunks
+through Ray's object store with :data:`PIPELINE` in flight, so neither side ever
+holds more than ``CHUNK_BYTES * PIPELINE`` of a file (128 MB), however large it
+is. Pulled chunks come as byte arrays mapped from the object store and are
+written to the file from there, without a copy into this process's memory.
 """
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import contextlib
+import logging
 import os
-import queue
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -37,9 +43,13 @@ from typing import Any
 from .agent import CHUNK_BYTES, remap_paths
 from .config import RayConfig
 
-__all__ = ["FileMover", "NodeFiles"]
+__all__ = ["PIPELINE", "TRANSFER_THREADS", "FileMover", "NodeFiles"]
 
-PIPELINE = 4  # chunk transfers in flight per file
+logger = logging.getLogger("cosmos_gradio_nb")
+
+PIPELINE = 8  # chunk transfers in flight per file (8 beat 4 in paired runs here)
+TRANSFER_THREADS = 4  # the mover's threads: pushes, pulls and sends of every group together
+TIMEOUT_S = 300.0  # one chunk's transfer
 
 
 class FileMover:
@@ -49,7 +59,9 @@ class FileMover:
         self._ray = ray
         self._config = config
         self._token = token
-        self._pushed: set[tuple[str, str, int, int]] = set()  # (node, path, size, mtime) sent
+        self._lock = threading.Lock()
+        self._pushed: set[tuple[str, str, str, int, int]] = set()  # node, src, dest, size, mtime
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._sentinel = self._write_sentinel(config.output_dir)
         self.allowed = [config.uploads_dir, config.output_dir, *config.asset_dirs]
         """The folders whose files a request may name, and so may be pushed to a node."""
@@ -58,6 +70,21 @@ class FileMover:
         if self._sentinel is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self._sentinel)
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on one of the mover's threads (started on first use)."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    TRANSFER_THREADS, thread_name_prefix="cosmos-ray-files"
+                )
+            pool = self._pool
+        with contextlib.suppress(RuntimeError):  # closed meanwhile
+            pool.submit(_logged, fn)
 
     def shared(self, actor: Any) -> bool:
         """Whether the node of ``actor`` (a rank agent) sees our OUTPUT_DIR."""
@@ -78,25 +105,27 @@ class FileMover:
         return None
 
     def push(self, actor: Any, node: str, src: str, dest: str) -> None:
-        """Send ``src`` to ``dest`` on the node (once per node and file version)."""
+        """Send ``src`` to ``dest`` on the node (once per node, destination and file version)."""
         st = os.stat(src)
-        key = (node, src, st.st_size, int(st.st_mtime_ns))
-        if key in self._pushed:
-            return
-        refs = []
+        key = (node, src, dest, st.st_size, int(st.st_mtime_ns))
+        with self._lock:
+            if key in self._pushed:
+                return
+        pending: collections.deque[Any] = collections.deque()
         with open(src, "rb") as f:
             offset = 0
             while True:
                 data = f.read(CHUNK_BYTES)
                 final = len(data) < CHUNK_BYTES
-                refs.append(actor.write_chunk.remote(dest, offset, data, final))
-                if len(refs) >= PIPELINE:
-                    self._ray.get(refs.pop(0), timeout=300)
+                pending.append(actor.write_chunk.remote(dest, offset, data, final))
+                if len(pending) >= PIPELINE:
+                    self._ray.get(pending.popleft(), timeout=TIMEOUT_S)
                 offset += len(data)
                 if final:
                     break
-        self._ray.get(refs, timeout=300)
-        self._pushed.add(key)
+        self._ray.get(list(pending), timeout=TIMEOUT_S)
+        with self._lock:
+            self._pushed.add(key)
 
     def sizes(self, actor: Any, paths: list[str]) -> dict[str, int]:
         """The size of each of ``paths`` that exists on the node of ``actor``."""
@@ -106,16 +135,28 @@ class FileMover:
         """Copy ``path`` (``size`` bytes) from the node of ``actor`` to ``local`` here."""
         Path(local).parent.mkdir(parents=True, exist_ok=True)
         part = f"{local}.part"
-        offsets = list(range(0, max(size, 1), CHUNK_BYTES))
+        offsets = iter(range(0, size, CHUNK_BYTES))
+        pending: collections.deque[Any] = collections.deque()
         with open(part, "wb") as f:
-            pending = []
             for offset in offsets:
                 pending.append(actor.read_chunk.remote(path, offset, CHUNK_BYTES))
                 if len(pending) >= PIPELINE:
-                    f.write(self._ray.get(pending.pop(0), timeout=300))
-            for ref in pending:
-                f.write(self._ray.get(ref, timeout=300))
+                    self._write(f, pending.popleft())
+            while pending:
+                self._write(f, pending.popleft())
         os.replace(part, local)
+
+    def _write(self, f: Any, ref: Any) -> None:
+        chunk = self._ray.get(ref, timeout=TIMEOUT_S)  # mapped from the object store
+        f.write(chunk)
+        del chunk
+
+
+def _logged(fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except Exception:
+        logger.exception("cosmos_gradio_nb: a Ray file transfer failed")
 
 
 class NodeFiles:
@@ -132,8 +173,6 @@ class NodeFiles:
         Sends a message, as the node must see it, to every rank of the group.
     refuse:
         Hands on an error reply as every rank's, for a request whose files could not be sent.
-    name:
-        The sending thread's name.
     """
 
     def __init__(
@@ -144,7 +183,6 @@ class NodeFiles:
         *,
         tell: Callable[[dict[str, Any]], None],
         refuse: Callable[[dict[str, Any]], None],
-        name: str,
     ) -> None:
         self._mover = mover
         self._lead = lead
@@ -154,24 +192,35 @@ class NodeFiles:
         """The node-local folder: requests' outputs under ``outputs/``, pushed files under ``files/``."""
         self._tell = tell
         self._refuse = refuse
-        self._name = name
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._queue: collections.deque[dict[str, Any]] = collections.deque()
+        self._started = False
+        self._sending = False  # a mover thread is sending this group's queue
+        self._closed = False
         self._inflight: dict[str, tuple[str, str]] = {}  # id -> (folder there, folder here)
 
     def start(self) -> None:
         """Start sending (the group's workers are up); what was sent before waits till now."""
-        threading.Thread(target=self._send_loop, name=self._name, daemon=True).start()
+        with self._lock:
+            self._started = True
+            self._kick()
 
     def send(self, msg: dict[str, Any]) -> None:
         """Queue ``msg`` for the group; it is sent once the files it names are on the node."""
-        self._queue.put(msg)
+        with self._lock:
+            if not self._closed:
+                self._queue.append(msg)
+                self._kick()
 
     def close(self) -> None:
-        """Stop sending: the thread ends after what is queued (safe to call more than once)."""
-        self._queue.put(None)
+        """Stop sending: what is still queued is dropped (safe to call more than once)."""
+        with self._lock:
+            self._closed = True
+            self._queue.clear()
 
     def reply(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """Rank 0's ``done``, ``error`` or ``stopped`` as it is to be handed on.
+        """Rank 0's ``done``, ``error`` or ``stopped`` as it is to be handed on (blocks
+        while copying).
 
         A ``done`` of a request sent here comes back with its files copied into the
         request's folder here, its file lists and returned values naming the copies;
@@ -192,9 +241,20 @@ class NodeFiles:
                 "traceback": "",
             }
 
-    def _send_loop(self) -> None:
-        """Push the files a request names, point it at node-local folders, send it."""
-        while (msg := self._queue.get()) is not None:
+    def _kick(self) -> None:
+        """(Lock held.) Have a mover thread send the queue, unless one is at it already."""
+        if self._started and not self._sending and not self._closed and self._queue:
+            self._sending = True
+            self._mover.submit(self._send_queued)
+
+    def _send_queued(self) -> None:
+        """Push the files each queued request names, point it at node-local folders, send it."""
+        while True:
+            with self._lock:
+                if self._closed or not self._queue:
+                    self._sending = False
+                    return
+                msg = self._queue.popleft()
             try:
                 if msg.get("type") == "infer":
                     local, folder = self._localize(msg)
