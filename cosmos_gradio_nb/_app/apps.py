@@ -13,10 +13,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from .._backends.local import LocalBackend
 from .._core import rich
 from .._core.exceptions import ValidationError
-from .._core.protocol import FactorySpec
 from .._core.provenance import provenance
 from .._core.public import public
 from .._core.result import InferenceResult
@@ -25,10 +23,11 @@ from .._core.validation import app_asset_dirs, check_json, make_validator, pydan
 from .._engine import tracking as _tracking
 from .._engine.config import EngineConfig
 from .._engine.future import InferenceFuture
-from .._engine.pool import BackendFactory, WorkerPool
+from .._engine.pool import WorkerPool
 from .._engine.request import RequestInfo, WorkerInfo, new_request
 from .._remote.app import RemoteApp
 from .arguments import check_arguments, constructor_signature, parameters_doc
+from .compose import backend_factory, factory_spec, normalize_factory, resolve_env
 
 __all__ = ["GradioApp", "NotebookApp", "WorkerInfo"]
 
@@ -37,71 +36,6 @@ logger = logging.getLogger("cosmos_gradio_nb")
 # NotebookApps by name, so re-running a cell replaces the old app instead of piling up workers.
 _named_apps: dict[str, weakref.ref[NotebookApp]] = {}
 _named_lock = threading.Lock()
-
-
-def _normalize_factory(
-    factory: Callable[[], Any] | str | None, module: str | None, function: str | None
-) -> tuple[Callable[[], Any] | None, str, str]:
-    """Check the user's way of naming the factory: ``(callable or None, module, function)``."""
-    if factory is not None and module is not None:
-        raise TypeError("give either factory=... or factory_module=..., not both")
-    if isinstance(factory, str):
-        module, sep, function = factory.partition(":")
-        if not sep or not module or not function:
-            raise ValueError(f"factory={factory!r}: use 'package.module:function'")
-        factory = None
-    if factory is not None:
-        if not callable(factory):
-            raise TypeError(f"factory must be callable, got {type(factory).__name__}")
-        module = getattr(factory, "__module__", None) or "?"
-        function = getattr(factory, "__qualname__", None) or "?"
-        return factory, module, function
-    if not module:
-        raise TypeError(
-            "no model factory: pass factory_module='my_pkg.my_model' (and factory_function), "
-            "or factory=create_worker"
-        )
-    return None, module, function or "create_worker"
-
-
-def _factory_spec(
-    factory: Callable[[], Any] | str | None, module: str | None, function: str | None
-) -> tuple[FactorySpec, str]:
-    """What a worker needs to build the model, plus the factory's label."""
-    fn, module, function = _normalize_factory(factory, module, function)
-    label = f"{module}:{function}"
-    if fn is not None:
-        import cloudpickle  # by value for notebook-defined (__main__) functions, by reference otherwise
-
-        return {"pickled": cloudpickle.dumps(fn)}, label
-    return {"module": module, "function": function}, label
-
-
-def _resolve_env(env: DeploymentEnv | None, settings: dict[str, Any]) -> DeploymentEnv:
-    """The app's settings: ``env`` (or the environment), overridden by its arguments."""
-    if env is None:
-        env = DeploymentEnv(**settings)
-    elif settings:
-        env = DeploymentEnv(**{**env.model_dump(exclude_none=True), **settings})
-    return env.resolved()
-
-
-def _backend_factory(env: DeploymentEnv) -> BackendFactory:
-    """How the pool makes its worker-group backend (imports Ray only when asked for)."""
-    if env.backend == "ray":
-        from .._backends.ray.backend import RayConfig, ray_backend
-
-        return ray_backend(
-            RayConfig(
-                ray_address=env.ray_address,
-                placement_timeout=env.placement_timeout,
-                shared_output_dir=env.shared_output_dir,
-                output_dir=env.output_dir,
-                uploads_dir=env.uploads_dir,
-                asset_dirs=tuple(env.asset_dirs),
-            )
-        )
-    return lambda emit: LocalBackend(emit, num_gpus=env.num_gpus, group_size=env.group_size)
 
 
 class _BaseApp:
@@ -166,15 +100,15 @@ class _BaseApp:
         _check_detach(type(self), detach, replace)
         settings = {k: given[k] for k in app_settings() if given[k] is not None}
         # Everything that can be wrong is checked before anything is started or replaced.
-        spec, label = _factory_spec(factory, factory_module, factory_function)
+        spec, label = factory_spec(factory, factory_module, factory_function)
         self.name = name or label
-        self.env = _resolve_env(env, settings)
+        self.env = resolve_env(env, settings)
         if max_queue_size is not None and max_queue_size < 1:
             raise ValueError(f"max_queue_size must be at least 1 (got {max_queue_size})")
         self.validator = validator
         self._validate = make_validator(validator)
         self._history: deque[InferenceFuture] = deque(maxlen=history_size)
-        backend_factory = _backend_factory(self.env)
+        make_backend = backend_factory(self.env)
         # The engine gets only the settings it uses, as plain values.
         config = EngineConfig(
             factory=spec,
@@ -193,7 +127,7 @@ class _BaseApp:
             health_timeout=self.env.health_timeout,
             status_extra={"provenance": provenance(label, validator)},
         )
-        self._pool = WorkerPool(config, backend_factory)
+        self._pool = WorkerPool(config, make_backend)
         # Closes the workers when the app is garbage-collected or the interpreter exits.
         self._finalizer = weakref.finalize(self, self._pool.close)
         self._before_start()  # only now: everything that could be refused has been checked
@@ -444,11 +378,11 @@ def _detached(args: tuple[Any, ...], kwargs: dict[str, Any]) -> NotebookApp:
     bound = inspect.signature(_BaseApp.__init__).bind(None, *args, **kwargs)
     bound.apply_defaults()
     given = bound.arguments
-    fn, module, function = _normalize_factory(
+    fn, module, function = normalize_factory(
         given["factory"], given["factory_module"], given["factory_function"]
     )
     settings = {k: given[k] for k in app_settings() if given[k] is not None}
-    env = _resolve_env(given["env"], settings)  # a bad setting raises here, before anything
+    env = resolve_env(given["env"], settings)  # a bad setting raises here, before anything
     spec = AppSpec.of_app(given, fn, module, function, env)
     with _named_lock:  # an app of that name in this kernel gives its GPUs to the server
         ref = _named_apps.pop(spec.name, None)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
-from cosmos_gradio_nb._app.apps import _factory_spec
+from cosmos_gradio_nb._app.compose import factory_spec
 from cosmos_gradio_nb._models.diffusers.factory import resolve_source
 from cosmos_gradio_nb.diffusers import pipeline_factory
 from cosmos_gradio_nb.samples import tiny_diffusers as tiny
@@ -46,7 +46,7 @@ def test_the_factory_pickles_and_names_itself() -> None:
     factory = pipeline_factory(
         "nvidia/Cosmos-Predict2-2B-Video2World", torch_dtype="bf16", variant="bf16"
     )
-    spec, label = _factory_spec(factory, None, None)
+    spec, label = factory_spec(factory, None, None)
     assert label == (
         "cosmos_gradio_nb.diffusers:pipeline_factory('nvidia/Cosmos-Predict2-2B-Video2World')"
     )
