@@ -20,7 +20,8 @@ from enginetest import alive, wait_for
 from hostile import expected, hostile_values
 
 import cosmos_gradio_nb as cg
-from cosmos_gradio_nb._core.history import load_results, read_run
+from cosmos_gradio_nb._core.history import read_run
+from cosmos_gradio_nb._core.past_runs import load_results
 
 
 def status_of(fut: cg.InferenceFuture) -> dict[str, Any]:
