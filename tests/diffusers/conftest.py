@@ -24,7 +24,7 @@ for folder in (HERE, HERE.parent / "ui"):  # tiny_models for the workers; the pa
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(scope="package", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def one_torch_thread() -> Iterator[None]:
     import torch
 
@@ -47,9 +47,12 @@ def _app(root: Path, name: str, **kwargs: Any) -> Any:
     )
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def video_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A NotebookApp serving the tiny Cosmos 2.5 pipeline (video), shared by the folder."""
+    """A NotebookApp serving the tiny Cosmos 2.5 pipeline (video), shared by a module.
+
+    (Not by the folder: without an ``__init__.py`` a "package" fixture lives as long as
+    the session, and its worker outlived the folder into tests that count workers.)"""
     from diffusers import Cosmos2_5_PredictBasePipeline
 
     from cosmos_gradio_nb.diffusers import pipeline_factory, pipeline_params
