@@ -111,8 +111,13 @@ class RemoteFuture(InferenceFuture):
         """A live record from the server: running, progress, preview (not the outcome)."""
         if record.get("state") == "running":
             self._start()
-        progress, message = record.get("progress"), record.get("message") or ""
-        preview = record.get("preview")
+        # A record without progress (a state change) is no news about it: never back to None.
+        progress = record.get("progress")
+        if progress is None:
+            progress, message = self.progress, self.progress_message
+        else:
+            message = record.get("message") or ""
+        preview = record.get("preview") or self.preview
         if (progress, message, preview) != (self.progress, self.progress_message, self.preview):
             self.preview = preview
             self._set_progress(progress, message)

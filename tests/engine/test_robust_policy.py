@@ -10,6 +10,7 @@ callbacks nor ``asyncio.wrap_future``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import sys
 import threading
@@ -30,6 +31,13 @@ from cosmos_gradio_nb._engine import deadlines as _deadlines
 from cosmos_gradio_nb._engine.backend import BackendBroken
 from cosmos_gradio_nb._engine.pool import WorkerPool
 from cosmos_gradio_nb._engine.request import new_request
+
+
+def _in_a_thread(coro: Any) -> Any:
+    """``asyncio.run(coro)`` in a thread of its own: once the session's Playwright browser
+    is up, the main thread has a running event loop and asyncio.run() refuses to start."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result(180)
 
 
 @pytest.fixture()
@@ -251,7 +259,7 @@ def test_blocked_user_callbacks_delay_neither_another_callback_nor_asyncio(
             assert await asyncio.to_thread(ran.wait, 10)
             return awaited, time.monotonic() - t0
 
-        awaited, called = asyncio.run(await_one())
+        awaited, called = _in_a_thread(await_one())
         assert awaited < 1.0, f"asyncio.wrap_future answered after {awaited:.1f} s"
         assert called < 1.0, f"another future's done-callback ran after {called:.1f} s"
     finally:

@@ -29,6 +29,13 @@ from cosmos_gradio_nb._core.outputs import request_folder, write_status
 API = "cosmos/api/v1"
 
 
+def _in_a_thread(coro: Any) -> Any:
+    """``asyncio.run(coro)`` in a thread of its own: once the session's Playwright browser
+    is up, the main thread has a running event loop and asyncio.run() refuses to start."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result(180)
+
+
 @pytest.fixture()
 def app(served: Served) -> Iterator[Any]:
     client = cg.connect(name=served.name)
@@ -147,7 +154,7 @@ def test_cancel_queued_and_terminate_running_as_in_the_kernel(served: Served, ap
     async def awaited() -> Any:
         return await asyncio.wait_for(asyncio.wrap_future(again), 120)
 
-    assert asyncio.run(awaited()).status["echo"] == 2
+    assert _in_a_thread(awaited()).status["echo"] == 2
     assert not again.cancel() and not again.terminate()
 
 

@@ -8,6 +8,7 @@ and its ASGI answer driven by hand, ``store_upload`` on real files.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import os
 import time
@@ -23,6 +24,13 @@ from cosmos_gradio_nb._page.guard import GuardPolicy
 from cosmos_gradio_nb._page.zips import ZipStore
 
 KB = 1024
+
+
+def _in_a_thread(coro: Any) -> Any:
+    """``asyncio.run(coro)`` in a thread of its own: once the session's Playwright browser
+    is up, the main thread has a running event loop and asyncio.run() refuses to start."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result(180)
 
 
 def _cached(root: Path, name: str, size: int, age: float) -> Path:
@@ -118,15 +126,15 @@ def test_one_zip_per_session_deleted_once_sent_whole(tmp_path: Path) -> None:
 
         await store.serve(token, receive, send, head=False)
 
-    asyncio.run(serve(disconnect_after=2))  # the client leaves after the first bytes
+    _in_a_thread(serve(disconnect_after=2))  # the client leaves after the first bytes
     assert second.exists(), "an interrupted download may be retried"
     sent.clear()
-    asyncio.run(serve(disconnect_after=None))
+    _in_a_thread(serve(disconnect_after=None))
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     assert body == b"PK second" * 300_000 and sent[0]["status"] == 200
     assert not second.exists() and len(store.files()) == 1, "deleted once sent whole"
     sent.clear()
-    asyncio.run(serve(disconnect_after=None))
+    _in_a_thread(serve(disconnect_after=None))
     assert sent[0]["status"] == 404
     store.forget_session("tab-b")  # its tab closed
     assert store.files() == []

@@ -37,17 +37,19 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from .agent import CHUNK_BYTES, remap_paths
 from .config import RayConfig
 
-__all__ = ["PIPELINE", "TRANSFER_THREADS", "FileMover", "NodeFiles"]
+__all__ = ["PIPELINE", "PULL_THREADS", "TRANSFER_THREADS", "FileMover", "NodeFiles"]
 
 logger = logging.getLogger("cosmos_gradio_nb")
 
 PIPELINE = 8  # chunk transfers in flight per file (8 beat 4 in paired runs here)
+PULL_THREADS = 4  # threads fetching and writing one file's chunks at once
 TRANSFER_THREADS = 4  # the mover's threads: pushes, pulls and sends of every group together
 TIMEOUT_S = 300.0  # one chunk's transfer
 
@@ -132,24 +134,43 @@ class FileMover:
         return dict(self._ray.get(actor.file_sizes.remote(paths), timeout=120))
 
     def pull(self, actor: Any, path: str, size: int, local: str) -> None:
-        """Copy ``path`` (``size`` bytes) from the node of ``actor`` to ``local`` here."""
+        """Copy ``path`` (``size`` bytes) from the node of ``actor`` to ``local`` here.
+
+        Chunks are fetched by :data:`PULL_THREADS` threads at once, each writing its
+        chunk at its offset: a chunk's transfer overlaps another's write to disk
+        (fetched then written one after the other, the copy reached about a quarter
+        of a plain ``ray.get``'s speed). At most :data:`PIPELINE` chunks are in flight.
+        """
         Path(local).parent.mkdir(parents=True, exist_ok=True)
         part = f"{local}.part"
-        offsets = iter(range(0, size, CHUNK_BYTES))
-        pending: collections.deque[Any] = collections.deque()
-        with open(part, "wb") as f:
-            for offset in offsets:
-                pending.append(actor.read_chunk.remote(path, offset, CHUNK_BYTES))
-                if len(pending) >= PIPELINE:
-                    self._write(f, pending.popleft())
-            while pending:
-                self._write(f, pending.popleft())
+        offsets = range(0, size, CHUNK_BYTES)
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            if len(offsets) <= 1:  # one chunk: no thread to start
+                for offset in offsets:
+                    self._write_at(fd, actor.read_chunk.remote(path, offset, CHUNK_BYTES), offset)
+            else:
+                threads = min(PULL_THREADS, len(offsets))
+                with ThreadPoolExecutor(threads, thread_name_prefix="cosmos-ray-pull") as pool:
+                    pending: collections.deque[Future[None]] = collections.deque()
+                    for offset in offsets:
+                        ref = actor.read_chunk.remote(path, offset, CHUNK_BYTES)
+                        pending.append(pool.submit(self._write_at, fd, ref, offset))
+                        if len(pending) >= PIPELINE:
+                            pending.popleft().result()
+                    for done in pending:
+                        done.result()
+        finally:
+            os.close(fd)
         os.replace(part, local)
 
-    def _write(self, f: Any, ref: Any) -> None:
+    def _write_at(self, fd: int, ref: Any, offset: int) -> None:
         chunk = self._ray.get(ref, timeout=TIMEOUT_S)  # mapped from the object store
-        f.write(chunk)
-        del chunk
+        view = memoryview(chunk).cast("B")
+        written = 0
+        while written < len(view):
+            written += os.pwrite(fd, view[written:], offset + written)
+        del view, chunk
 
 
 def _logged(fn: Callable[[], None]) -> None:
