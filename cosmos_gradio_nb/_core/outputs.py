@@ -169,8 +169,14 @@ def iso_time(epoch: float | None) -> str | None:
     micro = round(frac * 1e6)
     seconds = int(whole) + (micro >= 1_000_000) - (micro < 0)
     micro %= 1_000_000
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    return f"{stamp}.{micro // 1000:03d}+00:00"
+    global _iso_cache
+    cached = _iso_cache  # one strftime a second: the app writes three of these per request
+    if cached[0] != seconds:
+        cached = _iso_cache = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return f"{cached[1]}.{micro // 1000:03d}+00:00"
+
+
+_iso_cache = (-1, "")  # (second, its ISO stamp)
 
 
 # One encoder, made once: json.dumps(..., allow_nan=False) builds a new one per call.
