@@ -44,6 +44,8 @@ __all__ = [
     "system_stats",
 ]
 
+NVIDIA_DRIVER = "/proc/driver/nvidia"  # there when the NVIDIA kernel driver is loaded
+
 
 @dataclass(frozen=True)
 class GpuSample:
@@ -149,7 +151,11 @@ class Nvml:
                     self._module.nvmlInit()
                     self._ready = True
                 except ImportError:
-                    self.note = "NVML not installed (pip install nvidia-ml-py)"
+                    self.note = (
+                        "NVML not installed (pip install nvidia-ml-py)"
+                        if os.path.exists(NVIDIA_DRIVER)
+                        else "no NVIDIA driver on this machine"
+                    )
                 except Exception as exc:  # no driver, no GPU, a container without the library
                     self.note = f"NVML unavailable: {exc or type(exc).__name__}"
             return self._module if self._ready else None

@@ -93,6 +93,19 @@ def test_nvml_reads_every_gpu_and_says_what_it_cannot() -> None:
     assert down.gpus() == ([], "NVML unavailable: Driver Not Loaded")
 
 
+def test_without_pynvml_the_note_says_whether_installing_it_would_help(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from cosmos_gradio_nb._core import stats
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml raises ImportError
+    monkeypatch.setattr(stats, "NVIDIA_DRIVER", str(tmp_path / "no-driver"))
+    assert Nvml().gpus() == ([], "no NVIDIA driver on this machine")
+    (tmp_path / "driver").mkdir()
+    monkeypatch.setattr(stats, "NVIDIA_DRIVER", str(tmp_path / "driver"))
+    assert Nvml().gpus() == ([], "NVML not installed (pip install nvidia-ml-py)")
+
+
 def test_ranks_are_matched_to_gpus_by_process_then_uuid_then_index() -> None:
     fake = FakeNvml(processes={1: [111]})
     sample = sample_node([], nvml=Nvml(fake), node="n1")
