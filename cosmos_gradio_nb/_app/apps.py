@@ -9,7 +9,6 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -22,7 +21,7 @@ from .._core.settings import DeploymentEnv, app_settings
 from .._core.validation import app_asset_dirs, check_json, make_validator, pydantic_model_of
 from .._engine import tracking as _tracking
 from .._engine.config import EngineConfig
-from .._engine.future import InferenceFuture
+from .._engine.future import InferenceFuture, attach_progress_bar
 from .._engine.pool import WorkerPool
 from .._engine.request import RequestInfo, WorkerInfo, new_request
 from .._remote.app import RemoteApp
@@ -253,7 +252,7 @@ class _BaseApp:
         self._pool.submit_many([future._request for future in futures])
         self._history.extend(futures)
         if progress:
-            _attach_bar(futures, f"{self.env.model_name}")
+            attach_progress_bar(futures, f"{self.env.model_name}")
         return futures
 
     # ------------------------------------------------------------------ state
@@ -416,24 +415,3 @@ class GradioApp(_BaseApp):
 
 for _app in (NotebookApp, GradioApp):  # help(NotebookApp) lists what it takes
     _app.__doc__ = (_app.__doc__ or "").rstrip() + "\n" + parameters_doc()
-
-
-def _attach_bar(futures: list[InferenceFuture], label: str) -> None:
-    """One tqdm.auto bar over a batch, advanced by done-callbacks (no thread of its own)."""
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        return
-    bar = tqdm(total=len(futures), desc=label, unit="req")
-    lock = threading.Lock()
-    remaining = [len(futures)]
-
-    def advance(_: Future[Any]) -> None:
-        with lock:
-            bar.update(1)
-            remaining[0] -= 1
-            if remaining[0] == 0:
-                bar.close()
-
-    for future in futures:
-        future.add_done_callback(advance)

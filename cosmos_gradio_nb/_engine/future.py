@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures._base import (
     CANCELLED,
     CANCELLED_AND_NOTIFIED,
@@ -21,7 +22,7 @@ from .callbacks import ProgressCallbacks, run_callback
 if TYPE_CHECKING:
     from .request import Request
 
-__all__ = ["InferenceFuture", "RequestState"]
+__all__ = ["InferenceFuture", "RequestState", "attach_progress_bar"]
 
 logger = logging.getLogger("cosmos_gradio_nb")
 
@@ -207,3 +208,25 @@ class InferenceFuture(concurrent.futures.Future):  # type: ignore[type-arg]
     def _ipython_display_(self) -> None:
         # A live progress bar while it runs, then the result's rich display.
         rich.display_future(self)
+
+
+def attach_progress_bar(futures: Sequence[InferenceFuture], label: str) -> None:
+    """One tqdm.auto bar over a batch (``map``'s), advanced by done-callbacks (no thread of
+    its own); the local and the connected app both use it."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return
+    bar = tqdm(total=len(futures), desc=label, unit="req")
+    lock = threading.Lock()
+    remaining = [len(futures)]
+
+    def advance(_: concurrent.futures.Future[Any]) -> None:
+        with lock:
+            bar.update(1)
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                bar.close()
+
+    for future in futures:
+        future.add_done_callback(advance)

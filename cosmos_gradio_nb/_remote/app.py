@@ -21,7 +21,6 @@ import json
 import threading
 import weakref
 from collections.abc import Iterable
-from concurrent.futures import Future
 from typing import Any
 
 from .._core import rich
@@ -29,6 +28,7 @@ from .._core.exceptions import ValidationError
 from .._core.runtime import RuntimeRecord
 from .._core.settings import DeploymentEnv
 from .._engine import tracking as _tracking
+from .._engine.future import attach_progress_bar
 from .._engine.request import WorkerInfo
 from .future import RemoteFuture
 from .http import ApiClient
@@ -154,7 +154,7 @@ class RemoteApp:
             records = self._link.call("POST", "submit", body)["records"]
             futures.extend(self._follower.adopt(r) for r in records)
         if progress:
-            _progress_bar(futures, self.env.model_name)
+            attach_progress_bar(futures, self.env.model_name)
         return futures
 
     def _batches(self, items: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -262,24 +262,3 @@ class RemoteApp:
             "closed" if self.closed else "ready" if self._link.state.get("ready") else "starting"
         )
         return f"<NotebookApp (connected) {self.name!r} at {self.url} {state}>"
-
-
-def _progress_bar(futures: list[RemoteFuture], label: str) -> None:
-    """One tqdm.auto bar over a batch, advanced by done-callbacks (as the local ``map``)."""
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        return
-    bar = tqdm(total=len(futures), desc=label, unit="req")
-    lock = threading.Lock()
-    remaining = [len(futures)]
-
-    def advance(_: Future[Any]) -> None:
-        with lock:
-            bar.update(1)
-            remaining[0] -= 1
-            if remaining[0] == 0:
-                bar.close()
-
-    for future in futures:
-        future.add_done_callback(advance)
