@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ from typing import Any
 import psutil
 import requests
 import websocket
+
+from cosmos_gradio_nb._core.net import free_port  # the one port probe (tests use it too)
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER_MARK = "cosmos_gradio_nb._worker"
@@ -45,12 +46,6 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
     raise TimeoutError(
         f"timed out after {timeout:.0f} s waiting for {what} (last error: {last_exc})"
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def worker_processes(since: float | None = None) -> list[psutil.Process]:

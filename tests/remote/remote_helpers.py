@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from cosmos_gradio_nb._core.net import free_port  # the one port probe (tests use it too)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -31,12 +32,6 @@ def wait_for(cond: Callable[[], Any], timeout: float, what: str, every: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(every)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def alive(pids: list[int]) -> list[int]:

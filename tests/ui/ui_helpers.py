@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +13,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cosmos_gradio_nb._core.net import free_port  # the one port probe (tests use it too)
 
 TINY = {
     "prompt": "a tiny test scene",
@@ -24,12 +25,6 @@ TINY = {
     "height": 64,
 }
 UPLOAD_LIMIT_MB = 1.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
