@@ -10,6 +10,7 @@ run in their own processes or on raw sockets, as an attacker's would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -280,7 +281,15 @@ def _call_raw(server: Served, api: str, data: list[Any]) -> Any:
 
 # -- the upload cache ---------------------------------------------------------------------------
 def _cache_bytes(server: Served) -> int:
-    return sum(p.stat().st_size for p in server.cache_dir.rglob("*") if p.is_file())
+    """Bytes in the upload cache now. The server deletes files and empty folders while this
+    walks (the quota at work): what vanishes meanwhile counts as gone, not as an error
+    (``rglob`` raised FileNotFoundError for a folder removed under it)."""
+    total = 0
+    for folder, _dirs, files in os.walk(server.cache_dir):  # os.walk skips vanished folders
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(os.path.join(folder, name)).st_size
+    return total
 
 
 def _upload_raw(server: Served, name: str, data: bytes) -> str:
